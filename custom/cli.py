@@ -1,0 +1,58 @@
+"""Thin command functions behind ``python -m custom``; each imports its machinery lazily."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def synth(out: str, subjects: int = 40, timepoints: int = 4, seed: int = 0, spacing: float = 1.0,
+          workers: int = 2, growth: str = "realistic") -> str:
+    """Generate the synthetic longitudinal meningioma cohort in ``out`` (BraTS-MEN layout, cohort.csv, datalist.json)."""
+    from custom.synth.cli import synth as _synth
+
+    return _synth(out=out, subjects=subjects, timepoints=timepoints, seed=seed, spacing=spacing,
+                  workers=workers, growth=growth)
+
+
+def datalist(data_dir: str, out: str, times: str | None = None, seed: int = 0, split: str = "0.7,0.15,0.15",
+             skip_invalid: bool = False, require_seg: bool = False) -> str:
+    """Discover and validate a BraTS-MEN folder, then write a decathlon-style datalist JSON to ``out``."""
+    from custom.data.cli import datalist as _datalist
+
+    return _datalist(data_dir=data_dir, out=out, times=times, seed=seed, split=split,
+                     skip_invalid=skip_invalid, require_seg=require_seg)
+
+
+def show(data_dir: str, subject: str, out: str, datalist: str | None = None) -> str:
+    """Draw one subject across its timepoints (4 modalities x 3 planes, segmentation outlined) to a PNG."""
+    from custom.plots.show import show as _show
+
+    return _show(data_dir=data_dir, subject=subject, out=out, datalist=datalist)
+
+
+def demo(out: str = "runs/demo", size: str = "cpu", **overrides: Any) -> str:
+    """Run the whole pipeline (cohort -> vae_baseline -> dipvae+Exp3 -> latent_ode) and write report.html."""
+    from custom.demo import run_demo
+
+    return run_demo(out=out, size=size, **overrides)
+
+
+def traverse(bundle: str, out: str, case: int = 0, steps: int = 7, span: float = 2.0, config: str | None = None) -> str:
+    """Latent traversal grid of a trained encoder bundle around one validation case's mu."""
+    from custom.traversal import traverse_bundle
+
+    return traverse_bundle(bundle=bundle, out=out, case=case, steps=steps, span=span, config=config)
+
+
+def export_bundle(bundle: str, out: str) -> str:
+    """Zip a trained bundle (configs, models/model.pt + model.ts, docs, LICENSE, custom code) for sharing."""
+    from custom.export import export_bundle as _export
+
+    return _export(bundle=bundle, out=out)
+
+
+def bench(mode: str = "cpu", out: str | None = None, **kwargs: Any) -> str:
+    """Training-throughput benchmark table (``mode='gpu'`` at 128^3 against the reference, ``'cpu'`` quick)."""
+    from custom.bench import run_bench
+
+    return run_bench(mode=mode, out=out, **kwargs)

@@ -1,0 +1,98 @@
+"""Datasets for the bundles: prepare the default synthetic cohort, validate, cache preprocessed tensors.
+
+``.nii.gz`` decoding runs at only a few volumes per second per core, far below GPU training speed, so
+preprocessed tensors are cached once: in memory (``cache="memory"``, MONAI ``CacheDataset``), on disk
+(``"disk"``, MONAI ``PersistentDataset``; wipe the folder when transforms change), or not at all (``"none"``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.transforms import Compose
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_datalist(dataset_dir: str, datalist: str, synthetic: dict[str, Any] | None = None,
+                     spacing: float | Sequence[float] = 1.875, workers: int = 2) -> str:
+    """Return the path of a datalist, generating the embedded synthetic cohort first when needed.
+
+    When ``datalist`` does not exist and ``dataset_dir`` is missing or empty, the synthetic cohort is
+    generated in ``dataset_dir`` (``synthetic`` holds ``subjects``, ``timepoints``, ``seed``, ``growth``;
+    it is written at the training ``spacing`` so no time is spent on voxels that would be resampled away).
+    When ``dataset_dir`` holds BraTS-MEN cases but no datalist, one is built and validated.
+    """
+    dl = Path(datalist)
+    if dl.exists():
+        return str(dl)
+    root = Path(dataset_dir)
+    if not root.exists() or not any(root.iterdir()):
+        from custom.synth.cohort import generate_cohort
+
+        syn = dict(synthetic or {})
+        sp = float(spacing if isinstance(spacing, (int, float)) else spacing[0])
+        logger.info("dataset_dir %s is empty: generating the synthetic cohort there (%s)", root, syn)
+        generate_cohort(str(root), subjects=int(syn.get("subjects", 40)), timepoints=int(syn.get("timepoints", 4)),
+                        seed=int(syn.get("seed", 0)), spacing=float(syn.get("spacing", sp)), workers=workers,
+                        growth=str(syn.get("growth", "realistic")))
+        generated = root / "datalist.json"
+        if dl.resolve() != generated.resolve():
+            dl.parent.mkdir(parents=True, exist_ok=True)
+            dl.write_text(generated.read_text())
+        return str(dl)
+    from custom.data.datalist import build_datalist, write_datalist
+
+    times = root / "times.csv"
+    built = build_datalist(str(root), times_csv=str(times) if times.exists() else None)
+    write_datalist(built, str(dl))
+    return str(dl)
+
+
+def load_split(datalist: str, split: str, limit: int | None = None, validate: bool = True,
+               skip_invalid: bool = False) -> list[dict[str, Any]]:
+    """Items of one split with absolute paths, validated up front (every problem listed at once).
+
+    With ``skip_invalid`` the invalid cases are dropped and listed in ``skipped_<split>.csv`` beside the
+    datalist; otherwise a :class:`custom.data.validation.DataValidationError` names each case and file.
+    """
+    from custom.data.datalist import read_datalist
+
+    items = read_datalist(datalist, split)
+    if limit:
+        items = items[: int(limit)]
+    if validate and items:
+        from custom.data.validation import validate_items
+
+        report = validate_items(items)
+        if report.problems:
+            if not skip_invalid:
+                report.raise_if_any()
+            bad = {p.case_id for p in report.problems}
+            out = Path(datalist).with_name(f"skipped_{split}.csv")
+            report.write_csv(str(out))
+            logger.warning("skipping %d invalid case(s) of split %s; list in %s", len(bad), split, out)
+            items = [it for it in items if it.get("case_id") not in bad]
+    return items
+
+
+def make_dataset(datalist: str, split: str, transform: Compose, cache: str = "memory",
+                 cache_dir: str | None = None, num_workers: int = 0, limit: int | None = None,
+                 validate: bool = True, skip_invalid: bool = False) -> Dataset:
+    """A MONAI dataset of one split with the requested caching (``memory`` | ``disk`` | ``none``)."""
+    items = load_split(datalist, split, limit=limit, validate=validate, skip_invalid=skip_invalid)
+    if not items:
+        raise ValueError(f"split '{split}' of {datalist} is empty: nothing to train or evaluate on")
+    if cache == "memory":
+        return CacheDataset(items, transform=transform, cache_rate=1.0, num_workers=max(1, int(num_workers)),
+                            progress=False)
+    if cache == "disk":
+        cdir = Path(cache_dir or Path(datalist).parent / ".cache")
+        cdir.mkdir(parents=True, exist_ok=True)
+        return PersistentDataset(items, transform=transform, cache_dir=str(cdir))
+    if cache == "none":
+        return Dataset(items, transform=transform)
+    raise ValueError(f"cache must be 'memory', 'disk' or 'none', got {cache!r}")

@@ -1,0 +1,119 @@
+"""Atomic checkpoints: ``last.pt`` every epoch (resume state), ``best`` by validation loss, final weights.
+
+Ignite's ``DiskSaver(atomic=True)`` writes to a temporary file and renames it, so a job killed during
+a save never leaves a corrupt checkpoint (MONAI's ``CheckpointSaver`` uses ``atomic=False``).
+The resume checkpoint holds the network, optimizer, trainer state (epoch/iteration), optional LR
+scheduler and the RNG states (:class:`RNGState`); ``models/model.pt`` holds the network weights alone,
+which is what ``inference.json`` and MONAI Label read.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver
+
+logger = logging.getLogger(__name__)
+
+
+class RNGState:
+    """Python, NumPy and torch RNG states as a ``state_dict`` object, so checkpoints restore them."""
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _FixedNameSaver(DiskSaver):
+    def __init__(self, dirname: str, filename: str) -> None:
+        super().__init__(dirname=dirname, require_empty=False, atomic=True, create_dir=True)
+        self.filename = filename
+
+    def __call__(self, checkpoint: Any, filename: str, metadata: Any = None) -> None:
+        super().__call__(checkpoint, self.filename, metadata)
+
+    def remove(self, filename: str) -> None:  # keep the fixed file; it is overwritten atomically
+        return None
+
+
+class TrainingCheckpoints:
+    """Trainer handler saving ``<ckpt_dir>/last.pt`` every ``interval`` epochs and at the end.
+
+    Also writes the network weights to ``<model_dir>/model.pt`` at the end of training (when no
+    validation ran) and, through :meth:`attach_best`, whenever the validation loss improves.
+    """
+
+    def __init__(self, ckpt_dir: str, model_dir: str, save_dict: dict[str, Any], network: torch.nn.Module,
+                 interval: int = 1, best_metric: str = "val_epoch/loss") -> None:
+        self.ckpt_dir = str(ckpt_dir)
+        self.model_dir = Path(model_dir)
+        self.save_dict = dict(save_dict)
+        self.save_dict.setdefault("rng", RNGState())
+        self.network = network
+        self.interval = int(interval)
+        self.best_metric = best_metric
+        self._best: float | None = None
+        self._last = Checkpoint(self.save_dict, _FixedNameSaver(self.ckpt_dir, "last.pt"), n_saved=1)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self._save_last)
+        engine.add_event_handler(Events.COMPLETED, self._save_last)
+        engine.add_event_handler(Events.COMPLETED, self._save_final)
+
+    def attach_best(self, evaluator: Engine) -> None:
+        evaluator.add_event_handler(Events.EPOCH_COMPLETED, self._save_best)
+
+    def _save_last(self, engine: Engine) -> None:
+        self._last(engine)
+
+    def _save_final(self, engine: Engine) -> None:
+        if self._best is None:
+            self._write_model("model.pt")
+        self._write_model("model_final.pt")
+
+    def _save_best(self, evaluator: Engine) -> None:
+        value = evaluator.state.metrics.get(self.best_metric)
+        if value is None or not np.isfinite(value):
+            return
+        if self._best is None or value < self._best:
+            self._best = float(value)
+            self._write_model("model.pt")
+            logger.info("new best %s = %.4f -> %s", self.best_metric, value, self.model_dir / "model.pt")
+
+    def _write_model(self, name: str) -> None:
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        target = self.model_dir / name
+        tmp = target.with_suffix(".pt.tmp")
+        net = getattr(self.network, "module", self.network)  # unwrap DDP
+        net = getattr(net, "_orig_mod", net)  # unwrap torch.compile
+        torch.save(net.state_dict(), tmp)
+        tmp.replace(target)
+
+
+def load_resume_checkpoint(path: str, objects: dict[str, Any]) -> bool:
+    """Load ``last.pt`` into ``objects`` (network, optimizer, trainer, rng...) if it exists; returns whether it did."""
+    p = Path(path)
+    if not p.exists():
+        logger.warning("resume requested but %s does not exist: starting from scratch", p)
+        return False
+    ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    objects = dict(objects)
+    objects.setdefault("rng", RNGState())
+    Checkpoint.load_objects(to_load={k: v for k, v in objects.items() if k in ckpt}, checkpoint=ckpt)
+    logger.info("resumed from %s", p)
+    return True

@@ -1,0 +1,188 @@
+"""Validation-time collapse diagnostics, image quality and latent probes (evaluator handler).
+
+Collects the evaluation step's per-sample outputs over a whole pass, then computes at
+``EPOCH_COMPLETED`` (all on the CPU, once per validation, never per training step):
+
+* ``val_epoch/*``: loss at beta = 1 (recon + KL), MSE from mu, per-modality SSIM/PSNR in the brain mask;
+* ``diag/*``: active units (Burda et al. 2015), KL against the free-bits floor, mu variance, logvar mean,
+  z std, reconstruction from mu vs z = 0 vs a sample (:func:`custom.metrics.collapse.collapse_summary`);
+* ``probe/r2_*``: cross-validated linear probes from mu to the segmentation factors, folds by subject;
+* optionally (``disentanglement=True``, used by ``evaluate.json``) DCI, SAP, MIG with oracle and null,
+  Gaussian total correlation and the off-diagonal covariance of mu.
+
+The collected arrays stay on ``engine.state.latents`` for other handlers (figures, exports).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+
+from custom.data.factors import FACTOR_NAMES
+
+logger = logging.getLogger(__name__)
+
+
+class ValidationDiagnostics:
+    """Evaluator handler; see the module docstring.
+
+    Args:
+        free_bits: nats per dimension (the KL floor the diagnostics compare against).
+        probes: fit cross-validated linear probes when factors are available.
+        disentanglement: also compute DCI, SAP, MIG (+oracle/null), total correlation and covariance.
+        partition: latent partition of an Exp3 encoder (``{"vol": [0], "loc": [1, 2, 3], ...}``), to report
+            the partition's own R² (``partition/r2_*``) next to the probes.
+        metrics_json: write all scalar results there at the end of every pass (evaluate.json uses it).
+        latents_out: write mu, logvar, factors and ids to this ``.npz`` (evaluate.json uses it).
+        min_probe_subjects: minimum number of labelled subjects to fit probes.
+    """
+
+    def __init__(self, free_bits: float = 0.0, probes: bool = True, disentanglement: bool = False,
+                 partition: dict[str, list[int]] | None = None, metrics_json: str | None = None,
+                 latents_out: str | None = None, min_probe_subjects: int = 4) -> None:
+        self.free_bits = float(free_bits)
+        self.probes = probes
+        self.disentanglement = disentanglement
+        self.partition = dict(partition or {})
+        self.metrics_json = metrics_json
+        self.latents_out = latents_out
+        self.min_probe_subjects = int(min_probe_subjects)
+        self._rows: list[dict[str, Any]] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._compute)
+
+    def _reset(self, engine: Engine) -> None:
+        self._rows = []
+
+    def _collect(self, engine: Engine) -> None:
+        out = engine.state.output
+        if isinstance(out, dict):
+            self._rows.append(out)
+
+    # ------------------------------------------------------------------
+    def _compute(self, engine: Engine) -> None:
+        if not self._rows:
+            return
+        from custom.metrics.collapse import collapse_summary, kl_per_dim_gaussian
+
+        rows = self._rows
+        mu = torch.cat([r["mu"] for r in rows]).numpy().astype(np.float64)
+        logvar = torch.cat([r["logvar"] for r in rows]).numpy().astype(np.float64)
+        mse_mu = torch.cat([r["mse_mu"] for r in rows]).numpy()
+        mse_z0 = torch.cat([r["mse_z0"] for r in rows]).numpy()
+        mse_s = torch.cat([r["mse_sampled"] for r in rows]).numpy()
+        case_ids = [c for r in rows for c in r["case_id"]]
+        subjects = [s for r in rows for s in r["subject_id"]]
+        factors = torch.cat([r["factors"] for r in rows]).numpy() if all("factors" in r for r in rows) else None
+        weights = np.array([r["batch_size"] for r in rows], dtype=np.float64)
+
+        m: dict[str, Any] = {}
+        m["val_epoch/recon"] = float(np.average([float(r["val_recon"]) for r in rows], weights=weights))
+        m["val_epoch/kl_raw"] = float(np.average([float(r["val_kl"]) for r in rows], weights=weights))
+        m["val_epoch/loss"] = m["val_epoch/recon"] + m["val_epoch/kl_raw"]
+        m["val_epoch/mse"] = float(mse_mu.mean())
+        for key in rows[0]["image_metrics"]:
+            vals = [r["image_metrics"][key] for r in rows]
+            m[f"val_epoch/{key}"] = float(np.average(vals, weights=weights))
+
+        summary = collapse_summary(mu, logvar, kl_per_dim=kl_per_dim_gaussian(mu, logvar), free_bits=self.free_bits,
+                                   recon_mu_mse=float(mse_mu.mean()), recon_z0_mse=float(mse_z0.mean()),
+                                   recon_sampled_mse=float(mse_s.mean()))
+        for key, value in summary.items():
+            if isinstance(value, (bool, int, float, np.floating, np.integer)):
+                m[f"diag/{key}"] = float(value)
+        verdict = summary.get("verdict", "")
+
+        extra: dict[str, Any] = {}
+        labelled = factors is not None and np.isfinite(factors[:, 0]).sum() > 0
+        n_subj = len({s for s, f in zip(subjects, factors[:, 0]) if np.isfinite(f)}) if labelled else 0
+        if self.probes and labelled and n_subj >= self.min_probe_subjects:
+            from custom.metrics.probes import linear_probe_r2
+            probe = linear_probe_r2(mu, factors, list(FACTOR_NAMES), groups=subjects)
+            for name in FACTOR_NAMES:
+                if name in probe:
+                    m[f"probe/r2_{name}"] = float(probe[name])
+            m["probe/r2_centroid"] = float(np.nanmean([probe.get(f"centroid_{a}", np.nan) for a in "xyz"]))
+            if self.partition:
+                m.update(_partition_r2(mu, factors, self.partition))
+        if self.disentanglement and labelled and n_subj >= self.min_probe_subjects:
+            extra = _disentanglement(mu, factors, subjects)
+            for key, value in extra.items():
+                if isinstance(value, (int, float)):
+                    m[key] = float(value)
+
+        engine.state.metrics.update(m)
+        engine.state.latents = {"mu": mu, "logvar": logvar, "factors": factors, "case_id": case_ids,
+                                "subject_id": subjects, "mse_mu": mse_mu, "mse_z0": mse_z0}
+        engine.state.collapse_verdict = verdict
+        logger.info("validation: %s | AU %d/%d | recon mu %.4f z0 %.4f", verdict, int(summary["au_count"]),
+                    mu.shape[1], mse_mu.mean(), mse_z0.mean())
+        if self.metrics_json:
+            path = Path(self.metrics_json)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            payload = {"n_cases": len(case_ids), "n_subjects": len(set(subjects)), "verdict": verdict,
+                       "metrics": m, "details": {k: v for k, v in extra.items() if not isinstance(v, (int, float))}}
+            path.write_text(json.dumps(payload, indent=1, default=_json_default))
+        if self.latents_out:
+            path = Path(self.latents_out)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, mu=mu, logvar=logvar, factors=factors if factors is not None else np.zeros((len(mu), 0)),
+                     factor_names=np.array(FACTOR_NAMES), case_id=np.array(case_ids), subject_id=np.array(subjects))
+
+
+def _partition_r2(mu: np.ndarray, factors: np.ndarray, partition: dict[str, list[int]]) -> dict[str, float]:
+    """Held-out-free R² of the partition's own coordinates against their factors (affine fit per coordinate).
+
+    The supervised coordinates are trained to equal the standardised factor, so an affine 1-D fit
+    (squared Pearson correlation) is the fair score; the probes above give the cross-validated view.
+    """
+    from custom.metrics.probes import single_latent_r2
+    out: dict[str, float] = {}
+    names = {"vol": ["log_volume"], "loc": ["centroid_x", "centroid_y", "centroid_z"],
+             "shape": ["sphericity", "log_surface_area", "extent_x", "extent_y", "extent_z"]}
+    for group, coords in partition.items():
+        for coord, fname in zip(coords, names.get(group, [])):
+            j = FACTOR_NAMES.index(fname)
+            ok = np.isfinite(factors[:, j])
+            if ok.sum() > 2:
+                out[f"partition/r2_{fname}"] = float(single_latent_r2(mu[ok][:, [coord]], factors[ok, j])[0])
+    return out
+
+
+def _disentanglement(mu: np.ndarray, factors: np.ndarray, subjects: list[str]) -> dict[str, Any]:
+    from custom.metrics.covariance import offdiag_covariance
+    from custom.metrics.dci import dci
+    from custom.metrics.mig import mig_with_references
+    from custom.metrics.sap import sap
+    from custom.metrics.total_correlation import gaussian_total_correlation
+
+    ok = np.isfinite(factors).all(axis=1)
+    mu_l, f_l, g_l = mu[ok], factors[ok], [s for s, k in zip(subjects, ok) if k]
+    names = list(FACTOR_NAMES)
+    out: dict[str, Any] = {}
+    d = dci(mu_l, f_l, names, groups=g_l)
+    out.update({f"dci/{k}": v for k, v in d.items()})
+    s = sap(mu_l, f_l, names, groups=g_l)
+    out.update({f"sap/{k}": v for k, v in s.items()})
+    mg = mig_with_references(mu_l, f_l, names)
+    out.update({f"mig/{k}": v for k, v in mg.items()})
+    out["tc/gaussian_total_correlation"] = float(gaussian_total_correlation(mu))
+    out.update({f"cov/{k}": v for k, v in offdiag_covariance(mu).items()})
+    return out
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return obj.item()
+    return str(obj)

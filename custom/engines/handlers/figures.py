@@ -1,0 +1,118 @@
+"""Figure handlers: reconstruction panels (+ NIfTI) at validation, and the training dashboard."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from ignite.engine import Engine, Events
+
+logger = logging.getLogger(__name__)
+
+
+class ReconstructionFigures:
+    """Evaluator handler: input | reconstruction | |difference| PNGs and reconstruction NIfTIs.
+
+    Writes ``<out_dir>/recon_epoch####_<case>.png`` and ``..._recon.nii.gz`` (in the preprocessed
+    geometry, with the MetaTensor affine) for the cases the eval step kept, every ``every``-th pass, and
+    adds the first panel to TensorBoard when a ``summary_writer`` is given.
+    """
+
+    def __init__(self, out_dir: str, every: int = 1, save_nifti: bool = True, summary_writer: Any = None) -> None:
+        self.out_dir = Path(out_dir)
+        self.every = max(1, int(every))
+        self.save_nifti = save_nifti
+        self.writer = summary_writer
+        self._passes = 0
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _reset(self, engine: Engine) -> None:
+        self._kept: list[dict[str, Any]] = []
+
+    def _collect(self, engine: Engine) -> None:
+        out = engine.state.output
+        if isinstance(out, dict) and "kept" in out:
+            self._kept.append(out["kept"])
+
+    def _write(self, engine: Engine) -> None:
+        from custom.plots.recon import plot_reconstruction
+
+        self._passes += 1
+        if (self._passes - 1) % self.every or not getattr(self, "_kept", None):
+            return
+        epoch = int(engine.state.epoch)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        first_png = None
+        for kept in self._kept:
+            for i, case in enumerate(kept["case_id"]):
+                x = kept["x"][i].numpy()
+                x_hat = kept["x_hat"][i].numpy()
+                stem = f"recon_epoch{epoch:04d}_{case}"
+                png = plot_reconstruction(x, x_hat, str(self.out_dir / f"{stem}.png"),
+                                          title=f"{case} - epoch {epoch} (reconstruction from mu)")
+                first_png = first_png or png
+                if self.save_nifti:
+                    affine = kept["affine"][i] if kept["affine"][i] is not None else np.eye(4)
+                    img = np.moveaxis(x_hat, 0, -1).astype(np.float32)  # [D,H,W,C]
+                    nib.save(nib.Nifti1Image(img, affine), str(self.out_dir / f"{stem}_recon.nii.gz"))
+        if self.writer is not None and first_png:
+            import matplotlib.image as mpimg
+            arr = mpimg.imread(first_png)[..., :3]
+            self.writer.add_image("val/reconstruction", arr, global_step=epoch, dataformats="HWC")
+
+
+class DashboardWriter:
+    """Trainer handler: redraw the training dashboard PNG from the tidy CSV every ``every`` epochs and at the end."""
+
+    def __init__(self, metrics_csv: str, out_png: str, every: int = 5, title: str = "") -> None:
+        self.metrics_csv = metrics_csv
+        self.out_png = out_png
+        self.every = max(1, int(every))
+        self.title = title
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.every), self)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        from custom.plots.dashboard import plot_dashboard
+
+        if Path(self.metrics_csv).exists():
+            plot_dashboard(self.metrics_csv, self.out_png, title=self.title)
+
+
+class EvaluationFigures:
+    """Evaluator handler for ``evaluate.json``: the training dashboard and a latent traversal, after the pass."""
+
+    def __init__(self, metrics_csv: str, dashboard_png: str, traversal_png: str, network: Any,
+                 partition: dict[str, list[int]] | None = None, steps: int = 7, span: float = 2.0) -> None:
+        self.metrics_csv = metrics_csv
+        self.dashboard_png = dashboard_png
+        self.traversal_png = traversal_png
+        self.network = network
+        self.partition = partition
+        self.steps = steps
+        self.span = span
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        from custom.plots.dashboard import plot_dashboard
+        from custom.traversal import write_traversal
+
+        if Path(self.metrics_csv).exists():
+            plot_dashboard(self.metrics_csv, self.dashboard_png, title="training dashboard")
+        else:
+            logger.warning("no %s: dashboard skipped (train first)", self.metrics_csv)
+        latents = getattr(engine.state, "latents", None)
+        if latents is not None and len(latents["mu"]) > 1:
+            write_traversal(self.network, latents["mu"], self.traversal_png, partition=self.partition,
+                            steps=self.steps, span=self.span, device=engine.state.device)

@@ -1,0 +1,29 @@
+"""Resume a training run from its atomic ``last.pt`` when the run starts (``resume`` config id)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ignite.engine import Engine, Events
+
+from custom.engines.handlers.checkpoints import load_resume_checkpoint
+
+
+class ResumeHandler:
+    """At ``STARTED``, load ``path`` into ``load_dict`` (network, optimizer, trainer, rng, ...).
+
+    Loading the trainer's state restores epoch and iteration, so Ignite continues with the next epoch;
+    the schedules are functions of the epoch and so continue exactly where they were.
+    """
+
+    def __init__(self, path: str, load_dict: dict[str, Any], enabled: bool = True) -> None:
+        self.path = path
+        self.load_dict = load_dict
+        self.enabled = bool(enabled)
+
+    def attach(self, engine: Engine) -> None:
+        if self.enabled:
+            engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        load_resume_checkpoint(self.path, self.load_dict)

@@ -1,0 +1,124 @@
+"""The 3D VAE: an encoder to q(z|x), the reparameterisation trick, a decoder to p(x|z); and its config factory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .blocks import as_triple
+from .decoder import ConvTransposeDecoder3D
+from .encoder import ResNetEncoder3D
+from .sbd import SpatialBroadcastDecoder3D
+
+__all__ = ["VAE3D", "ResNetVAE"]
+
+
+class VAE3D(nn.Module):
+    """Variational auto-encoder (Kingma & Welling 2014) from any encoder ``x -> (mu, logvar)`` and decoder ``z -> x``.
+
+    ``forward`` returns a tuple, which MONAI inferers and ``verify_net_in_out`` cannot handle: wrap it with
+    :mod:`custom.networks.wrappers` for those.
+
+    Args:
+        encoder: module returning ``(mu, logvar)``, each ``[B, Z]``.
+        decoder: module mapping ``z [B, Z]`` to ``x_hat``.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior parameters ``(mu, logvar)`` of q(z|x), each ``[B, Z]``."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``x_hat`` (the mean of the Gaussian p(x|z))."""
+        return self.decoder(z)
+
+    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """``z = mu + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)`` in training mode; ``mu`` in eval mode."""
+        if not self.training:
+            return mu
+        return torch.addcmul(mu, torch.randn_like(mu), torch.exp(0.5 * logvar))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(x_hat, mu, logvar, z)``."""
+        mu, logvar = self.encode(x)
+        z = self.reparameterize(mu, logvar)
+        return self.decode(z), mu, logvar, z
+
+
+class ResNetVAE(VAE3D):
+    """Config-friendly VAE: :class:`ResNetEncoder3D` + a transposed-conv or spatial broadcast decoder.
+
+    Bundle configs instantiate it with ``"_target_": "custom.networks.ResNetVAE"``; ``spatial_size`` may be an
+    int or a list (JSON). ``use_sbd`` switches the decoder to :class:`SpatialBroadcastDecoder3D` (the seed's
+    ``model.use_sbd``). ``activation_checkpointing`` recomputes encoder stages / decoder blocks in the backward pass.
+
+    Example:
+        >>> vae = ResNetVAE(spatial_size=[32, 32, 32], z_dim=16)
+        >>> x_hat, mu, logvar, z = vae(torch.zeros(2, 4, 32, 32, 32))
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 4,
+        out_channels: int = 4,
+        spatial_size: int | Sequence[int] = (128, 128, 128),
+        z_dim: int = 128,
+        widths: Sequence[int] = (32, 64, 128, 256),
+        strides: Sequence[int] = (1, 2, 2, 2),
+        blocks_per_stage: int = 2,
+        num_groups: int = 8,
+        posterior_logvar_min: float = -6.0,
+        use_sbd: bool = False,
+        sbd_grid: int = 8,
+        sbd_coords_every_stage: bool = False,
+        activation_checkpointing: bool = False,
+        head_channels: int = 32,
+        decoder_channels: Sequence[int] = (256, 256, 128, 64, 32, 32),
+        sbd_channels: Sequence[int] = (256, 128, 64, 32, 16),
+        sbd_upsample_mode: str = "nearest",
+    ) -> None:
+        size = as_triple(spatial_size)
+        encoder = ResNetEncoder3D(
+            in_channels=in_channels,
+            z_dim=z_dim,
+            widths=widths,
+            strides=strides,
+            blocks_per_stage=blocks_per_stage,
+            num_groups=num_groups,
+            head_channels=head_channels,
+            spatial_size=size,
+            posterior_logvar_min=posterior_logvar_min,
+            activation_checkpointing=activation_checkpointing,
+        )
+        decoder: nn.Module
+        if use_sbd:
+            decoder = SpatialBroadcastDecoder3D(
+                z_dim=z_dim,
+                out_channels=out_channels,
+                spatial_size=size,
+                grid=sbd_grid,
+                channels=sbd_channels,
+                coords_every_stage=sbd_coords_every_stage,
+                num_groups=num_groups,
+                upsample_mode=sbd_upsample_mode,
+                activation_checkpointing=activation_checkpointing,
+            )
+        else:
+            decoder = ConvTransposeDecoder3D(
+                z_dim=z_dim,
+                out_channels=out_channels,
+                spatial_size=size,
+                channels=decoder_channels,
+                num_groups=num_groups,
+                activation_checkpointing=activation_checkpointing,
+            )
+        super().__init__(encoder, decoder)
+        self.z_dim = int(z_dim)
+        self.spatial_size = size

@@ -1,0 +1,96 @@
+"""Latent traversals: vary one latent coordinate at a time around a subject's mu and decode.
+
+Rows are coordinates (the Exp3 partition's coordinates first: z_vol, z_loc..., then the most variable
+active units), columns are offsets in units of that coordinate's spread over the evaluation set.
+Looking at it should show z_vol growing the tumour and z_loc moving it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+_GROUP_LABELS = {"vol": ["vol"], "loc": ["loc x", "loc y", "loc z"], "shape": [f"shape {i}" for i in range(16)]}
+
+
+def traversal_coordinates(mu_all: np.ndarray, partition: dict[str, list[int]] | None,
+                          max_rows: int = 8) -> tuple[list[int], list[str]]:
+    """Coordinates to traverse and their labels: partition first, then the highest-variance others."""
+    coords: list[int] = []
+    labels: list[str] = []
+    for group, idx in (partition or {}).items():
+        for k, j in enumerate(idx):
+            if len(coords) < max_rows:
+                coords.append(int(j))
+                names = _GROUP_LABELS.get(group, [f"{group} {i}" for i in range(len(idx))])
+                labels.append(f"z{j} ({names[k] if k < len(names) else group})")
+    order = np.argsort(-mu_all.var(axis=0))
+    for j in order:
+        if len(coords) >= max_rows:
+            break
+        if int(j) not in coords:
+            coords.append(int(j))
+            labels.append(f"z{j} (var {mu_all[:, j].var():.2f})")
+    return coords, labels
+
+
+@torch.no_grad()
+def traversal_images(vae: Any, mu_center: np.ndarray, coords: list[int], spread: np.ndarray, steps: int = 7,
+                     span: float = 2.0, channel: int = 0, device: str | torch.device = "cpu") -> tuple[np.ndarray, list[float]]:
+    """Decode ``mu_center`` with coordinate ``j`` set to ``mu_j + s * spread_j`` for ``s`` in ``[-span, span]``.
+
+    Returns images ``[n_coords, steps, D, H, W]`` of one channel (default t1c) and the step values ``s``.
+    """
+    vae.eval()
+    offsets = np.linspace(-span, span, steps)
+    rows = []
+    for j in coords:
+        z = np.repeat(mu_center[None, :], steps, axis=0).astype(np.float32)
+        z[:, j] = mu_center[j] + offsets * spread[j]
+        x = vae.decode(torch.as_tensor(z, device=device)).float().cpu().numpy()
+        rows.append(x[:, channel])
+    return np.stack(rows), [float(o) for o in offsets]
+
+
+def write_traversal(vae: Any, mu_all: np.ndarray, out_png: str, partition: dict[str, list[int]] | None = None,
+                    case: int = 0, steps: int = 7, span: float = 2.0, device: str | torch.device = "cpu") -> str:
+    """Traversal PNG around case ``case`` of ``mu_all`` (spreads = std of mu over the evaluation set)."""
+    from custom.plots.traversal import plot_traversal
+
+    coords, labels = traversal_coordinates(mu_all, partition)
+    spread = mu_all.std(axis=0) + 1e-6
+    images, values = traversal_images(vae, mu_all[case], coords, spread, steps=steps, span=span, device=device)
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    return plot_traversal(images, out_png, coord_labels=labels, step_values=[f"{v:+.1f}σ" for v in values])
+
+
+def traverse_bundle(bundle: str, out: str, case: int = 0, steps: int = 7, span: float = 2.0,
+                    config: str | None = None, overrides: dict[str, Any] | None = None) -> str:
+    """CLI: evaluate a trained bundle's encoder on its validation split, then write the traversal PNG."""
+    from monai.bundle import ConfigParser
+
+    cfg = ConfigParser()
+    cfg.read_config(config or str(Path(bundle) / "configs" / "train.json"))
+    cfg["bundle_root"] = bundle
+    for key, value in (overrides or {}).items():
+        cfg[key] = value
+    vae = cfg.get_parsed_content("network_raw")
+    device = cfg.get_parsed_content("device")
+    state = torch.load(Path(cfg.get_parsed_content("ckpt_dir")) / "model.pt", map_location=device, weights_only=True)
+    vae.load_state_dict(state)
+    loader = cfg.get_parsed_content("validate#dataloader")
+    mus = []
+    vae.eval()
+    with torch.no_grad():
+        for batch in loader:
+            mu, _ = vae.encode(batch["image"].as_tensor().to(device))
+            mus.append(mu.float().cpu().numpy())
+    mu_all = np.concatenate(mus)
+    partition = cfg.get_parsed_content("partition") if "partition" in cfg else None
+    return write_traversal(vae, mu_all, out, partition=partition, case=case, steps=steps, span=span, device=device)
