@@ -64,7 +64,9 @@ def test_collapse_summary_healthy_code_and_given_kl():
     mu = _columns_with_variances([1.0, 4.0, 0.25])
     logvar = np.full_like(mu, math.log(0.1))
     kl = np.full_like(mu, 0.7)
-    out = collapse_summary(mu, logvar, kl_per_dim=kl, free_bits=0.1, recon_mu_mse=0.2, recon_z0_mse=0.6, recon_sampled_mse=0.25)
+    out = collapse_summary(
+        mu, logvar, kl_per_dim=kl, free_bits=0.1, recon_mu_mse=0.2, recon_z0_mse=0.6, recon_sampled_mse=0.25
+    )
     assert out["au_count"] == 3 and out["collapsed"] is False
     assert out["kl_raw"] == pytest.approx(2.1) and out["kl_above_floor"] is True
     assert out["z_std"] == pytest.approx(math.sqrt(np.mean([1.1, 4.1, 0.35])))

@@ -15,7 +15,16 @@ import numpy as np
 import pytest
 from scipy.stats import special_ortho_group
 
-from custom.metrics import dci, dci_from_importance, linear_probe_r2, mig, mig_with_references, quantile_bins, sap, single_latent_r2
+from custom.metrics import (
+    dci,
+    dci_from_importance,
+    linear_probe_r2,
+    mig,
+    mig_with_references,
+    quantile_bins,
+    sap,
+    single_latent_r2,
+)
 
 N, K, Z = 200, 4, 8
 NAMES = ["log_volume", "centroid_x", "sphericity", "extent_z"]
@@ -117,7 +126,9 @@ def test_sap_perfect_high_rotated_low(codes):
     # 45-degree rotation within factor pairs: each factor explained equally (R^2 = 1/2) by two latents
     p = codes["perfect"]
     s = 1 / math.sqrt(2)
-    pair_rotated = np.c_[s * (p[:, 0] + p[:, 1]), s * (p[:, 0] - p[:, 1]), s * (p[:, 2] + p[:, 3]), s * (p[:, 2] - p[:, 3]), p[:, 4:]]
+    pair_rotated = np.c_[
+        s * (p[:, 0] + p[:, 1]), s * (p[:, 0] - p[:, 1]), s * (p[:, 2] + p[:, 3]), s * (p[:, 2] - p[:, 3]), p[:, 4:]
+    ]
     out = sap(pair_rotated, f, NAMES, g)
     assert out["sap"] < 0.1
     np.testing.assert_allclose(np.array(out["score_matrix"])[:4, :4].max(axis=0), 0.5, atol=0.15)

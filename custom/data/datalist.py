@@ -23,6 +23,7 @@ the non-path fields, so prefer it over the raw MONAI function.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -58,8 +59,9 @@ def split_subjects(
 ) -> list[list[str]]:
     """Partition subjects into ``len(fractions)`` groups, reproducibly.
 
-    The unique subject ids are sorted, then permuted with ``numpy.random.default_rng(seed)``, so
-    the result depends only on the set of subjects and the seed, not on the discovery order.
+    The unique subject ids are ordered by ``sha256(f"{seed}:{subject_id}")``, so the result depends
+    only on the set of subjects and the seed, not on the discovery order, and adding or removing a
+    subject changes the group of only a few others.
     Group sizes follow the largest-remainder rounding of ``fraction * n``; then every non-zero
     fraction that got no subject takes one from the largest group (while that leaves it >= 1).
 
@@ -75,10 +77,10 @@ def split_subjects(
     if fracs.ndim != 1 or fracs.size == 0 or np.any(~np.isfinite(fracs)) or np.any(fracs < 0) or fracs.sum() <= 0:
         raise ValueError(f"split fractions must be non-negative with a positive sum, got {list(fractions)}")
     fracs = fracs / fracs.sum()
-    subjects = sorted(set(subject_ids))
-    n = len(subjects)
-    order = np.random.default_rng(seed).permutation(n)
-    shuffled = [subjects[i] for i in order]
+    # rank subjects by a seeded hash of their id: independent of input order, and adding or removing
+    # one subject moves only the few subjects near a split boundary (a permutation would reshuffle all)
+    shuffled = sorted(set(subject_ids), key=lambda s: hashlib.sha256(f"{seed}:{s}".encode()).hexdigest())
+    n = len(shuffled)
 
     raw = fracs * n
     counts = np.floor(raw).astype(int)

@@ -65,18 +65,37 @@ def load_split(datalist: str, split: str, limit: int | None = None, validate: bo
     if limit:
         items = items[: int(limit)]
     if validate and items:
-        from custom.data.validation import validate_items
+        from custom.data.datalist import write_skipped
+        from custom.data.validation import validate_cases
 
-        report = validate_items(items)
+        report = validate_cases(items_to_cases(items), require_seg=False, check_content=True)
         if report.problems:
             if not skip_invalid:
                 report.raise_if_any()
-            bad = {p.case_id for p in report.problems}
+            bad = set(report.invalid_case_ids)
             out = Path(datalist).with_name(f"skipped_{split}.csv")
-            report.write_csv(str(out))
+            write_skipped(report, out)
             logger.warning("skipping %d invalid case(s) of split %s; list in %s", len(bad), split, out)
             items = [it for it in items if it.get("case_id") not in bad]
     return items
+
+
+def items_to_cases(items: list[dict[str, Any]]) -> list[Any]:
+    """Datalist items -> :class:`custom.data.discovery.CaseRecord` so they go through the same validation."""
+    from custom.constants import MODALITIES
+    from custom.data.discovery import CaseRecord
+
+    cases = []
+    for i, item in enumerate(items):
+        images = item.get("image", [])
+        images = [images] if isinstance(images, str) else list(images)
+        case_id = str(item.get("case_id", f"item{i}"))
+        cases.append(CaseRecord(case_id=case_id, subject_id=str(item.get("subject_id", case_id)),
+                                timepoint=int(item.get("timepoint", 0)),
+                                images={m: Path(p) for m, p in zip(MODALITIES, images)},
+                                seg=Path(item["label"]) if item.get("label") else None,
+                                folder=Path(images[0]).parent if images else Path(".")))
+    return cases
 
 
 def make_dataset(datalist: str, split: str, transform: Compose, cache: str = "memory",

@@ -157,6 +157,14 @@ def _load(path: Path, check_content: bool) -> tuple[_FileInfo, list[str]]:
         return info, [f"not a 3D volume: shape {tuple(img.shape)} (expected 3 spatial axes, one volume)"]
     info.shape = shape
     info.affine = np.asarray(img.affine, dtype=np.float64)
+    if path.name.endswith(".nii"):  # uncompressed: a cheap size check catches truncation without reading
+        header = img.header
+        offset = int(getattr(img.dataobj, "offset", header.get_data_offset()))  # the loaded header reports 0
+        needed = offset + int(np.prod(img.shape)) * header.get_data_dtype().itemsize
+        size = os.stat(path).st_size
+        if size < needed:
+            info.shape = None
+            return info, [f"truncated file: {size} bytes, header promises {needed} bytes of data"]
     if check_content:
         try:
             info.data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)

@@ -12,6 +12,9 @@ Importances: |coef| of a Lasso on standardised latents and standardised target (
 choice for linear codes), or ``feature_importances_`` of gradient-boosted trees. Regressors are fit
 on a train split (``GroupShuffleSplit`` by subject when groups are given) and I is their test R^2,
 so informativeness is not inflated by overfitting.
+
+Read D and C only where I is high: for an uninformative code the Lasso zeroes nearly every
+coefficient and D of the few tiny survivors can be anything (even 1); ``importance`` shows this.
 """
 
 from __future__ import annotations

@@ -37,7 +37,9 @@ def default_brain_mask(x: torch.Tensor) -> torch.Tensor:
     return (x != 0).any(dim=1, keepdim=True)
 
 
-def _masked_ssim(x: torch.Tensor, x_hat: torch.Tensor, mask: torch.Tensor, data_range: float, win: int, sigma: float) -> float:
+def _masked_ssim(
+    x: torch.Tensor, x_hat: torch.Tensor, mask: torch.Tensor, data_range: float, win: int, sigma: float
+) -> float:
     """Masked-mean SSIM of single-channel volumes ``[B, 1, D, H, W]``."""
     win = min(win, *x.shape[2:])
     win = win if win % 2 == 1 else win - 1

@@ -10,7 +10,7 @@ where z_(1), z_(2) are the latents with the largest and second-largest MI with v
 
 The plug-in MI is biased upwards at small N and a perfect code does not reach 1 once factors are
 correlated (log-volume and log-surface-area share information). With 20 histogram bins and N = 100
-a perfect code scores only ~0.3. ``mig_with_references`` therefore also reports, at the same N and
+a perfect code scores only ~0.3 (design notes, section 6). ``mig_with_references`` therefore also reports, at the same N and
 bins, the MIG of a perfect code (``oracle``) and of codes shuffled against the factors (``null``).
 """
 
@@ -111,7 +111,9 @@ def mig_with_references(
     oracle_code = np.concatenate([oracle_code, rng.standard_normal((n, max(z - k, 0)))], axis=1)
     oracle_gaps, _ = _mig_from_codes(_bin_columns(oracle_code, n_bins), factors, n_bins)
     codes = _bin_columns(mu, n_bins)
-    null = np.array([_nanmean(_mig_from_codes(codes[rng.permutation(n)], factors, n_bins)[0]) for _ in range(n_permutations)])
+    null = np.array(
+        [_nanmean(_mig_from_codes(codes[rng.permutation(n)], factors, n_bins)[0]) for _ in range(n_permutations)]
+    )
     oracle = _nanmean(oracle_gaps)
     null_mean = float(np.nanmean(null)) if n_permutations > 0 else float("nan")
     span = oracle - null_mean

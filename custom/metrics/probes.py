@@ -106,7 +106,11 @@ def linear_probe_r2(
         if folds < 2:
             r2[name] = float("nan")
             continue
-        cv = GroupKFold(folds, shuffle=True, random_state=seed) if gk is not None else KFold(folds, shuffle=True, random_state=seed)
+        cv = (
+            GroupKFold(folds, shuffle=True, random_state=seed)
+            if gk is not None
+            else KFold(folds, shuffle=True, random_state=seed)
+        )
         model = make_pipeline(StandardScaler(), Ridge(alpha=alpha))
         pred = cross_val_predict(model, x, y, groups=gk, cv=cv)
         r2[name] = float(r2_score(y, pred))

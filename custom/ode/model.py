@@ -36,6 +36,7 @@ class LatentODEForecaster(nn.Module):
         step_size: fixed-step size (same time unit as t) for "rk4"/"euler"/"midpoint".
         adjoint: use ``odeint_adjoint`` (O(1) memory in the number of steps, usually slower for small states).
         alpha_init, gap_init: initial population Gompertz rate (1/yr) and z_K - z_last gap.
+        encoder_features: "volume" or "all" latent coordinates feed the per-subject parameter encoder.
 
     The buffers ``latent_mean``, ``latent_std``, ``readout_weight``, ``readout_bias`` keep the latent
     standardisation and the log-volume readout with the weights (see :mod:`custom.ode.data`).
@@ -48,12 +49,14 @@ class LatentODEForecaster(nn.Module):
 
     def __init__(self, z_dim: int, vol_index: int | None = None, hidden: int = 64, enc_hidden: int = 32,
                  method: str = "dopri5", rtol: float = 1e-3, atol: float = 1e-4, step_size: float | None = None,
-                 adjoint: bool = False, alpha_init: float = 0.3, gap_init: float = 0.5) -> None:
+                 adjoint: bool = False, alpha_init: float = 0.3, gap_init: float = 0.5,
+                 encoder_features: str = "volume") -> None:
         super().__init__()
         self.z_dim, self.vol_index = z_dim, vol_index
         self.method, self.rtol, self.atol, self.step_size, self.adjoint = method, rtol, atol, step_size, adjoint
         self.dynamics = LatentDynamics(z_dim, vol_index, hidden)
-        self.param_encoder = (SubjectParamEncoder(z_dim, vol_index, enc_hidden, alpha_init, gap_init)
+        self.param_encoder = (SubjectParamEncoder(z_dim, vol_index, enc_hidden, alpha_init, gap_init,
+                                                  encoder_features)
                               if vol_index is not None else None)
         self.register_buffer("latent_mean", torch.zeros(z_dim))
         self.register_buffer("latent_std", torch.ones(z_dim))

@@ -5,6 +5,9 @@ does), a small MLP maps what is observed to corrections around learned populatio
 inference, Kingma & Welling 2014; per-subject ODE parameters as in Rubanova et al. 2019):
 
     features = [z_last, z_first, (z_last - z_first) / (t_last - t_first), has_two, t_last - t_first]
+
+restricted to the volume coordinate when ``features="volume"`` (default: few inputs, hard to overfit on a
+few hundred subjects) or over all Z coordinates when ``features="all"`` (lets location/shape inform growth).
     alpha    = softplus(rho_pop + h_1(features))             (> 0, in 1/yr when times are in years)
     z_K      = z_last[vol] + g_pop + h_2(features)           (target level relative to the last observation)
 
@@ -37,22 +40,27 @@ class SubjectParamEncoder(nn.Module):
     """Maps observed latents z_obs [B, k, Z] and times t_obs [B, k] to (alpha [B], z_K [B])."""
 
     def __init__(self, z_dim: int, vol_index: int, hidden: int = 32, alpha_init: float = 0.3,
-                 gap_init: float = 0.5) -> None:
+                 gap_init: float = 0.5, features: str = "volume") -> None:
         super().__init__()
-        self.vol_index = vol_index
+        if features not in ("volume", "all"):
+            raise ValueError("features must be 'volume' or 'all'")
+        self.vol_index, self.features = vol_index, features
+        n_in = 1 if features == "volume" else z_dim
         self.rho_pop = nn.Parameter(torch.tensor(math.log(math.expm1(alpha_init))))
         self.gap_pop = nn.Parameter(torch.tensor(float(gap_init)))
-        self.net = nn.Sequential(nn.Linear(3 * z_dim + 2, hidden), nn.SiLU(), nn.Linear(hidden, 2))
+        self.net = nn.Sequential(nn.Linear(3 * n_in + 2, hidden), nn.SiLU(), nn.Linear(hidden, 2))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, z_obs: torch.Tensor, t_obs: torch.Tensor, obs_mask: torch.Tensor | None = None):
         z_last, t_last, idx = last_observed(z_obs, t_obs, obs_mask)
         z_first, t_first = z_obs[:, 0], t_obs[:, 0]
+        j = self.vol_index
+        x_last, x_first = (z_last[:, j:j + 1], z_first[:, j:j + 1]) if self.features == "volume" else (z_last, z_first)
         dt = (t_last - t_first).unsqueeze(1)
         has_two = (idx > 0).to(z_obs.dtype).unsqueeze(1)
-        slope = torch.where(has_two > 0, (z_last - z_first) / dt.clamp_min(1e-6), torch.zeros_like(z_last))
-        h = self.net(torch.cat([z_last, z_first, slope, has_two, dt], dim=1))
+        slope = torch.where(has_two > 0, (x_last - x_first) / dt.clamp_min(1e-6), torch.zeros_like(x_last))
+        h = self.net(torch.cat([x_last, x_first, slope, has_two, dt], dim=1))
         alpha = nn.functional.softplus(self.rho_pop + h[:, 0])
-        z_k = z_last[:, self.vol_index] + self.gap_pop + h[:, 1]
+        z_k = z_last[:, j] + self.gap_pop + h[:, 1]
         return alpha, z_k

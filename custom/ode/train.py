@@ -73,7 +73,7 @@ def fit_latent_ode(traj: dict, k_obs: int = 2, epochs: int = 300, lr: float = 3e
                    method: str = "dopri5", seed: int = 0, device: str | torch.device = "cpu",
                    hidden: int = 64, enc_hidden: int = 32, vol_weight: float = 1.0, batch_size: int | None = None,
                    adjoint: bool = False, rtol: float = 1e-3, atol: float = 1e-4, step_size: float | None = None,
-                   all_windows: bool = True, val_every: int = 10, grad_clip: float = 1.0,
+                   all_windows: bool = True, encoder_features: str = "volume", val_every: int = 10, grad_clip: float = 1.0,
                    log_fn: Callable[[dict], None] | None = None) -> tuple[LatentODEForecaster, list[dict]]:
     """Train a :class:`LatentODEForecaster` on the "train" split; returns (model in eval mode, history).
 
@@ -93,7 +93,8 @@ def fit_latent_ode(traj: dict, k_obs: int = 2, epochs: int = 300, lr: float = 3e
         val = None
     vi = volume_index(traj)
     model = LatentODEForecaster(z_dim=train.z_obs.shape[-1], vol_index=vi, hidden=hidden, enc_hidden=enc_hidden,
-                                method=method, rtol=rtol, atol=atol, step_size=step_size, adjoint=adjoint)
+                                method=method, rtol=rtol, atol=atol, step_size=step_size, adjoint=adjoint,
+                                encoder_features=encoder_features)
     store_latent_space(model, space)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -117,7 +118,7 @@ def fit_latent_ode(traj: dict, k_obs: int = 2, epochs: int = 300, lr: float = 3e
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             opt.step()
             for k in sums:
-                sums[k] += float(terms[k]) * len(mb.index) / n
+                sums[k] += float(terms[k].detach()) * len(mb.index) / n
         row = {"epoch": epoch, **sums, "nfe": model.dynamics.nfe, "seconds": time.perf_counter() - t0}
         if val is not None and (epoch % val_every == 0 or epoch == epochs):
             model.eval()

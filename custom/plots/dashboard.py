@@ -78,14 +78,16 @@ def _series(table: Table, col: str, positive: bool = False) -> tuple[np.ndarray,
 
 
 def _wants_log(table: Table, cols: list[str]) -> bool:
-    """Log scale when every series is positive and their medians (or one series' range) span > LOG_RATIO."""
+    """Log scale when the positive values' medians (or overall range) span more than LOG_RATIO.
+
+    Zeros and negatives cannot be drawn on a log axis: they are ignored here and dropped from the
+    curves (a series with no positive value is flagged in its legend label by the caller).
+    """
     medians, lows, highs = [], [], []
     for col in cols:
-        _, y = _series(table, col)
+        _, y = _series(table, col, positive=True)
         if y.size == 0:
             continue
-        if (y <= 0).any():
-            return False
         medians.append(np.median(y))
         lows.append(y.min())
         highs.append(y.max())
@@ -140,7 +142,8 @@ def _panel_losses(ax: plt.Axes, t: Table) -> None:
     log = _wants_log(t, cols + (["val_epoch/loss"] if _has(t, "val_epoch/loss") else []))
     for col, label in LOSS_TERMS:
         if col in cols:
-            _plot(ax, t, col, f"train {label}", positive=log)
+            hidden = log and _series(t, col, positive=True)[1].size == 0
+            _plot(ax, t, col, f"train {label}" + (" (≤0, not shown)" if hidden else ""), positive=log)
     if _has(t, "val_epoch/loss"):
         x, y = _series(t, "val_epoch/loss", positive=log)
         ax.plot(x, y, linestyle="none", marker="D", markersize=5, color="black", label="val total")
@@ -241,7 +244,10 @@ def _panel_specs(t: Table) -> list[Callable[[plt.Axes, Table], None]]:
         (any(_has(t, c) for c, _ in LOSS_TERMS) or _has(t, "val_epoch/loss"), _panel_losses),
         (any(_has(t, c) for c in ("sched/beta", "sched/lambda_scale", "sched/expected_kl_floor")), _panel_beta),
         (_has(t, "sched/lr"), _panel_single("sched/lr", "Learning rate", "lr", "tab:gray")),
-        (_has(t, "train_epoch/grad_norm"), _panel_single("train_epoch/grad_norm", "Gradient norm", "‖g‖₂", "tab:red")),
+        (
+            _has(t, "train_epoch/grad_norm"),
+            _panel_single("train_epoch/grad_norm", "Gradient norm", "‖g‖₂", "tab:red"),
+        ),
         (_has(t, "diag/au_frac") or _has(t, "diag/au_count"), _panel_active_units),
         (any(c.startswith("probe/r2_") and _has(t, c) for c in t), _panel_probes),
         (_has(t, "val_epoch/ssim_mean") or _has(t, "val_epoch/psnr_mean"), _panel_quality),

@@ -10,6 +10,7 @@ decoder ignores (a collapsed unit) shows as a dark row.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -38,6 +39,10 @@ from custom.plots.style import (  # noqa: E402
 )
 
 
+#: Leading signed number of a step label such as "+1.5σ".
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _check_images(images: np.ndarray) -> np.ndarray:
     """Return ``images`` as float ``[n_coords, n_steps, X, Y, Z]`` or raise ``ValueError``."""
     arr = np.asarray(images, dtype=np.float32)
@@ -61,11 +66,26 @@ def _labels(coord_labels: Sequence[str] | None, n: int) -> list[str]:
     return [str(given[i]) if i < len(given) else f"z{i}" for i in range(n)]
 
 
-def _steps(step_values: Sequence[float] | None, n: int) -> list[float]:
-    """Step values, defaulting to evenly spaced -2 .. +2 when missing or of the wrong length."""
-    if step_values is not None and len(step_values) == n:
-        return [float(v) for v in step_values]
-    return list(np.linspace(-2.0, 2.0, n)) if n > 1 else [0.0]
+def _steps(step_values: Sequence[float | str] | None, n: int, unit: str) -> tuple[list[float], list[str]]:
+    """Numeric step values and their column headers.
+
+    Numbers are formatted with :func:`format_step` (``-2`` -> ``−2σ``); strings such as ``"+1.0σ"``
+    are shown as given and their leading number is used as the value. Missing values, or a list of
+    the wrong length, default to evenly spaced -2 .. +2.
+    """
+    if step_values is None or len(step_values) != n:
+        values = [float(v) for v in np.linspace(-2.0, 2.0, n)] if n > 1 else [0.0]
+        return values, [format_step(v, unit) for v in values]
+    values, heads = [], []
+    for i, item in enumerate(step_values):
+        if isinstance(item, str):
+            match = _NUMBER.search(item.replace("\u2212", "-"))
+            values.append(float(match.group()) if match else float(i - n // 2))
+            heads.append(item.replace("-", "\u2212"))
+        else:
+            values.append(float(item))
+            heads.append(format_step(float(item), unit))
+    return values, heads
 
 
 def change_map(images: np.ndarray, ref: int) -> np.ndarray:
@@ -93,7 +113,8 @@ def most_changing_voxel(change: np.ndarray, smooth: int = 5) -> tuple[int, int, 
         return None
     size = max(1, min(smooth, *change.shape))
     smoothed = uniform_filter(change.astype(np.float64), size=size, mode="nearest")
-    return tuple(int(i) for i in np.unravel_index(int(np.argmax(smoothed)), smoothed.shape))  # type: ignore[return-value]
+    peak = np.unravel_index(int(np.argmax(smoothed)), smoothed.shape)
+    return (int(peak[0]), int(peak[1]), int(peak[2]))
 
 
 def _overlay_for(seg_overlay: np.ndarray | None, c: int, s: int) -> np.ndarray | None:
@@ -121,7 +142,7 @@ def plot_traversal(
     images: np.ndarray,
     out_png: str | Path,
     coord_labels: Sequence[str],
-    step_values: Sequence[float],
+    step_values: Sequence[float | str],
     plane: str = "axial",
     slice_index: int | None = None,
     seg_overlay: np.ndarray | None = None,
@@ -140,7 +161,8 @@ def plot_traversal(
         images: ``[n_coords, n_steps, X, Y, Z]`` decoded images of one modality.
         out_png: output path; parent directories are created.
         coord_labels: one row label per coordinate, e.g. ``"z0 (vol)"``.
-        step_values: one value per step in units of ``step_unit`` (posterior standard deviations).
+        step_values: one value per step in units of ``step_unit`` (posterior standard deviations),
+            or ready-made labels such as ``"+1.0σ"`` (their number is used to find the centre step).
         plane: "axial", "coronal" or "sagittal".
         slice_index: index along the plane's voxel axis; default: the slice where the traversal
             changes the image most (:func:`most_changing_slice`).
@@ -156,7 +178,8 @@ def plot_traversal(
     imgs = _check_images(images)
     plane = check_plane(plane)
     n_coords, n_steps = imgs.shape[:2]
-    labels, steps = _labels(coord_labels, n_coords), _steps(step_values, n_steps)
+    labels = _labels(coord_labels, n_coords)
+    steps, heads = _steps(step_values, n_steps, step_unit)
     ref = centre_step(steps, n_steps)
     axis = PLANE_AXIS[plane]
     if slice_index is None:
@@ -197,7 +220,7 @@ def plot_traversal(
                 _contour(ax, extract_slice(mask, plane, slice_index))
             bare_axis(ax)
             if c == 0:
-                head = format_step(steps[s], step_unit) + ("  (μ)" if s == ref and steps[s] == 0 else "")
+                head = heads[s] + ("  (μ)" if s == ref and steps[s] == 0 else "")
                 ax.set_title(head, fontsize=9, fontweight="bold" if s == ref else "normal", pad=4)
                 if s == 0:
                     orientation_letters(ax, plane, fontsize=6.5)
@@ -210,7 +233,7 @@ def plot_traversal(
             )
             bare_axis(ax)
             if c == 0:
-                first, last = format_step(steps[0], step_unit), format_step(steps[-1], step_unit)
+                first, last = heads[0], heads[-1]
                 ax.set_title(f"|{last} − ({first})|", fontsize=8.5, pad=4)
     if show_diff and diff_im is not None:
         cax = fig.add_subplot(gs[:, n_steps + 2])
@@ -232,7 +255,7 @@ def plot_traversal_multiplane(
     images: np.ndarray,
     out_png: str | Path,
     coord_labels: Sequence[str],
-    step_values: Sequence[float],
+    step_values: Sequence[float | str],
     center: tuple[int, int, int] | None = None,
     title: str = "",
     step_unit: str = "σ",
@@ -261,7 +284,8 @@ def plot_traversal_multiplane(
         raise ValueError(f"mode must be 'both', 'images' or 'diff', got {mode!r}")
     imgs = _check_images(images)
     n_coords, n_steps = imgs.shape[:2]
-    labels, steps = _labels(coord_labels, n_coords), _steps(step_values, n_steps)
+    labels = _labels(coord_labels, n_coords)
+    steps, heads = _steps(step_values, n_steps, step_unit)
     ref = centre_step(steps, n_steps)
     picks = [0, ref, n_steps - 1]
     kinds = ["images", "diff"] if mode == "both" else [mode]
@@ -317,7 +341,7 @@ def plot_traversal_multiplane(
         2: np.abs(imgs[:, -1] - imgs[:, ref]),
     }
     diff_max = robust_max(diffs[1], 99.9)
-    low, mid, high = (format_step(steps[i], step_unit) for i in picks)
+    low, mid, high = (heads[i] for i in picks)
     diff_captions = {0: f"|{low} − {mid}|", 1: f"|{high} − ({low})|", 2: f"|{high} − {mid}|"}
     step_heads = {0: low, 1: mid + ("  (μ)" if steps[ref] == 0 else ""), 2: high}
 

@@ -54,6 +54,9 @@ class _FixedNameSaver(DiskSaver):
 class TrainingCheckpoints:
     """Trainer handler saving ``<ckpt_dir>/last.pt`` every ``interval`` epochs and at the end.
 
+    ``save_dict`` holds network, optimizer (and LR scheduler); the trainer it is attached to and the
+    RNG states are added automatically.
+
     Also writes the network weights to ``<model_dir>/model.pt`` at the end of training (when no
     validation ran) and, through :meth:`attach_best`, whenever the validation loss improves.
     """
@@ -68,9 +71,10 @@ class TrainingCheckpoints:
         self.interval = int(interval)
         self.best_metric = best_metric
         self._best: float | None = None
-        self._last = Checkpoint(self.save_dict, _FixedNameSaver(self.ckpt_dir, "last.pt"), n_saved=1)
 
     def attach(self, engine: Engine) -> None:
+        self.save_dict.setdefault("trainer", engine)
+        self._last = Checkpoint(self.save_dict, _FixedNameSaver(self.ckpt_dir, "last.pt"), n_saved=1)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self._save_last)
         engine.add_event_handler(Events.COMPLETED, self._save_last)
         engine.add_event_handler(Events.COMPLETED, self._save_final)

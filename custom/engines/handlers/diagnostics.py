@@ -107,7 +107,7 @@ class ValidationDiagnostics:
         n_subj = len({s for s, f in zip(subjects, factors[:, 0]) if np.isfinite(f)}) if labelled else 0
         if self.probes and labelled and n_subj >= self.min_probe_subjects:
             from custom.metrics.probes import linear_probe_r2
-            probe = linear_probe_r2(mu, factors, list(FACTOR_NAMES), groups=subjects)
+            probe = linear_probe_r2(mu, factors, list(FACTOR_NAMES), groups=subjects)["r2"]
             for name in FACTOR_NAMES:
                 if name in probe:
                     m[f"probe/r2_{name}"] = float(probe[name])

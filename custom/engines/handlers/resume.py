@@ -22,6 +22,7 @@ class ResumeHandler:
         self.enabled = bool(enabled)
 
     def attach(self, engine: Engine) -> None:
+        self.load_dict = {**self.load_dict, "trainer": engine}
         if self.enabled:
             engine.add_event_handler(Events.STARTED, self)
 

@@ -1,0 +1,136 @@
+"""``show``: one subject across its timepoints, 4 modalities x 3 planes through the tumour centroid.
+
+Rows are timepoints (sorted), columns are t1c/t1n/t2f/t2w x axial/coronal/sagittal, each slice passing
+through that timepoint's tumour centroid (labels 1+3; the volume centre when there is no tumour), with
+the segmentation outlined (ncr red, edema yellow, enhancing tumour green). Works on the synthetic cohort
+and on real BraTS-MEN folders (``<data_dir>/<subject>-TTT/``); times come from a datalist when known.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+
+from custom.constants import MODALITIES  # noqa: E402
+from custom.data.factors import seg_factors  # noqa: E402
+
+LABEL_COLOURS: dict[int, str] = {1: "red", 2: "yellow", 3: "lime"}
+PLANES: tuple[str, ...] = ("axial", "coronal", "sagittal")
+
+
+def _find_file(folder: pathlib.Path, case: str, key: str) -> pathlib.Path | None:
+    for ext in (".nii.gz", ".nii"):
+        p = folder / f"{case}-{key}{ext}"
+        if p.exists():
+            return p
+    return None
+
+
+def _times_from_datalist(path: pathlib.Path | None) -> dict[str, float]:
+    """case_id -> time_years from every split of a datalist JSON (empty when unknown)."""
+    if path is None or not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    out: dict[str, float] = {}
+    for key, items in data.items():
+        if isinstance(items, list):
+            for it in items:
+                if isinstance(it, dict) and "case_id" in it and "time_years" in it:
+                    out[str(it["case_id"])] = float(it["time_years"])
+    return out
+
+
+def _plane(vol: np.ndarray, plane: str, ijk: np.ndarray) -> np.ndarray:
+    """Slice in display orientation (RAS volume): superior/anterior up."""
+    i, j, k = (int(v) for v in ijk)
+    if plane == "axial":
+        return np.rot90(vol[:, :, k])
+    if plane == "coronal":
+        return np.rot90(vol[:, j, :])
+    return np.rot90(vol[i, :, :])
+
+
+def _aspect(zooms: tuple[float, ...], plane: str) -> float:
+    # after rot90 rows run along the second array axis of the slice, columns along the first
+    pairs = {"axial": (1, 0), "coronal": (2, 0), "sagittal": (2, 1)}
+    r, c = pairs[plane]
+    return float(zooms[r] / zooms[c])
+
+
+def show(data_dir: str, subject: str, out: str, datalist: str | None = None) -> str:
+    """Save a PNG of ``subject`` (e.g. ``BraTS-MEN-00001``) across timepoints under ``data_dir``; returns ``out``."""
+    root = pathlib.Path(data_dir)
+    pattern = re.compile(re.escape(subject) + r"-(\d{3})$")
+    cases = sorted((p for p in root.glob(f"{subject}-*") if p.is_dir() and pattern.match(p.name)),
+                   key=lambda p: int(pattern.match(p.name).group(1)))  # type: ignore[union-attr]
+    if not cases:
+        raise FileNotFoundError(f"no case folders {subject}-TTT under {root}")
+    dl = pathlib.Path(datalist) if datalist else root / "datalist.json"
+    times = _times_from_datalist(dl)
+
+    scans = []
+    for folder in cases:
+        cid = folder.name
+        vols = {}
+        for m in MODALITIES:
+            p = _find_file(folder, cid, m)
+            if p is None:
+                raise FileNotFoundError(f"missing {cid}-{m}.nii[.gz] in {folder}")
+            img = nib.as_closest_canonical(nib.load(p))
+            vols[m] = np.asarray(img.dataobj, dtype=np.float32)
+        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+        sp = _find_file(folder, cid, "seg")
+        seg = None
+        f: dict[str, float] = {}
+        if sp is not None:
+            simg = nib.as_closest_canonical(nib.load(sp))
+            seg = np.rint(np.asarray(simg.dataobj)).astype(np.int16)
+            f = seg_factors(seg, simg.affine)
+        if seg is not None and np.isfinite(f.get("centroid_x", np.nan)):
+            tum = np.isin(seg, (1, 3))
+            ijk = np.rint(np.argwhere(tum).mean(axis=0)).astype(int)
+        else:
+            ijk = np.asarray(vols[MODALITIES[0]].shape) // 2
+        scans.append((cid, vols, seg, ijk, zooms, f))
+
+    vmax = {m: max(float(np.percentile(s[1][m][s[1][m] > 0], 99.5)) if (s[1][m] > 0).any() else 1.0
+                   for s in scans) for m in MODALITIES}
+    n_rows, n_cols = len(scans), len(MODALITIES) * len(PLANES)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols, 1.75 * n_rows + 0.6), squeeze=False)
+    fig.patch.set_facecolor("black")
+    for r, (cid, vols, seg, ijk, zooms, f) in enumerate(scans):
+        tp = int(pattern.match(cid).group(1))  # type: ignore[union-attr]
+        t = times.get(cid)
+        tlabel = f"t={t:.2f} y" if t is not None else f"tp {tp}"
+        vlabel = f"V={f['volume_ml']:.1f} mL" if "volume_ml" in f else "no seg"
+        for mi, m in enumerate(MODALITIES):
+            for pi, plane in enumerate(PLANES):
+                ax = axes[r, mi * len(PLANES) + pi]
+                ax.imshow(_plane(vols[m], plane, ijk), cmap="gray", vmin=0, vmax=vmax[m],
+                          aspect=_aspect(zooms, plane), interpolation="nearest")
+                if seg is not None:
+                    s2 = _plane(seg, plane, ijk)
+                    for lab, col in LABEL_COLOURS.items():
+                        if (s2 == lab).any():
+                            ax.contour((s2 == lab).astype(float), levels=[0.5], colors=col, linewidths=0.6)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(f"{m} {plane[:3]}", color="white", fontsize=7)
+        axes[r, 0].set_ylabel(f"{tlabel}\n{vlabel}", color="white", fontsize=7)
+    fig.suptitle(f"{subject}: {n_rows} timepoints (ncr red, edema yellow, enhancing green)", color="white",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    out_path = pathlib.Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=110, facecolor="black")
+    plt.close(fig)
+    return str(out_path)
