@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from custom.constants import LABELS, MODALITIES
+from custom.data.errors import UserFacingError
 
 if TYPE_CHECKING:  # imported for typing only: discovery imports this module
     from custom.data.discovery import CaseRecord
@@ -41,8 +42,8 @@ __all__ = ["AFFINE_TOLERANCE_MM", "DataValidationError", "Problem", "ValidationR
 AFFINE_TOLERANCE_MM: float = 1e-3
 
 
-class DataValidationError(ValueError):
-    """Invalid input data; the message lists every problem, one per line."""
+class DataValidationError(UserFacingError):
+    """Invalid input data (a ``ValueError``); the message lists every problem, one per line."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,18 @@ inference, Kingma & Welling 2014; per-subject ODE parameters as in Rubanova et a
 restricted to the volume coordinate when ``features="volume"`` (default: few inputs, hard to overfit on a
 few hundred subjects) or over all Z coordinates when ``features="all"`` (lets location/shape inform growth).
     alpha    = softplus(rho_pop + h_1(features))             (> 0, in 1/yr when times are in years)
-    z_K      = z_last[vol] + g_pop + h_2(features)           (target level relative to the last observation)
+    z_K      = z_last[vol] + gap + h_2(features)             (target level relative to the last observation)
+
+with gap = g_pop (a learned population gap) when only one scan is observed, and, when two or more are
+observed and ``two_point_k`` is on (default), the gap that makes the Gompertz curve with rate alpha pass
+exactly through the first and last observed volume coordinates:
+
+    z_last - z_K = (z_first - z_K) e^{-alpha dt}   =>   gap = z_K - z_last = (z_last - z_first) / (e^{alpha dt} - 1)
+
+so the encoder only has to learn the rate (from the curvature that the later training scans reveal), and the
+observed trend is reproduced by construction. For small alpha dt the gap grows like slope/alpha: a slowly
+changing tumour's plateau is poorly determined, but its short-horizon forecast (gap * alpha * h = slope * h)
+is not.
 
 ``h`` has a zero-initialised last layer, so training starts from the population model. With a single
 observed scan the difference quotient is zero and ``has_two = 0``.
@@ -40,11 +51,12 @@ class SubjectParamEncoder(nn.Module):
     """Maps observed latents z_obs [B, k, Z] and times t_obs [B, k] to (alpha [B], z_K [B])."""
 
     def __init__(self, z_dim: int, vol_index: int, hidden: int = 32, alpha_init: float = 0.3,
-                 gap_init: float = 0.5, features: str = "volume") -> None:
+                 gap_init: float = 0.5, features: str = "volume",
+                 two_point_k: bool = True) -> None:
         super().__init__()
         if features not in ("volume", "all"):
             raise ValueError("features must be 'volume' or 'all'")
-        self.vol_index, self.features = vol_index, features
+        self.vol_index, self.features, self.two_point_k = vol_index, features, two_point_k
         n_in = 1 if features == "volume" else z_dim
         self.rho_pop = nn.Parameter(torch.tensor(math.log(math.expm1(alpha_init))))
         self.gap_pop = nn.Parameter(torch.tensor(float(gap_init)))
@@ -62,5 +74,10 @@ class SubjectParamEncoder(nn.Module):
         slope = torch.where(has_two > 0, (x_last - x_first) / dt.clamp_min(1e-6), torch.zeros_like(x_last))
         h = self.net(torch.cat([x_last, x_first, slope, has_two, dt], dim=1))
         alpha = nn.functional.softplus(self.rho_pop + h[:, 0])
-        z_k = z_last[:, j] + self.gap_pop + h[:, 1]
+        gap = self.gap_pop.expand(z_last.shape[0])
+        if self.two_point_k:
+            dz = z_last[:, j] - z_first[:, j]
+            two_point = dz / torch.expm1(alpha * dt[:, 0]).clamp_min(1e-3)
+            gap = torch.where(has_two[:, 0] > 0, two_point, gap)
+        z_k = z_last[:, j] + gap + h[:, 1]
         return alpha, z_k
