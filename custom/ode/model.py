@@ -63,6 +63,7 @@ class LatentODEForecaster(nn.Module):
         self.register_buffer("readout_weight", torch.zeros(z_dim))
         self.register_buffer("readout_bias", torch.zeros(()))
         self.last_subject_params: dict[str, torch.Tensor] = {}
+        self.current_alpha: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ volume readout
     def log_volume(self, z: torch.Tensor) -> torch.Tensor:
@@ -118,6 +119,7 @@ class LatentODEForecaster(nn.Module):
         if self.param_encoder is not None:
             alpha, z_k = self.param_encoder(z_obs, t_obs, obs_mask)
             self.dynamics.set_subject_params(alpha, z_k)
+            self.current_alpha = alpha  # with graph, for auxiliary losses on the rate
             self.last_subject_params = {"alpha": alpha.detach(), "z_k": z_k.detach()}
         tau = t_target - t0.unsqueeze(1)
         if target_mask is not None:

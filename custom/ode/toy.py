@@ -5,7 +5,9 @@ irregular times. Its "encoded" latent is z_vol = (y + e_enc - m) / s on coordina
 ``partition`` with ``vol_scale``), plus ``z_dim - 1`` static subject-specific coordinates with small per-scan
 noise. The measured ``log_volume`` factor is y + e_seg (segmentation noise). About 15% of subjects shrink
 (V0 > K), 25% are nearly stable (already close to their plateau K: V0 = K e^{-U(0.05, 0.3)}), the rest grow
-(V0 = K e^{-U(0.5, 2.5)}); a ~ log-uniform(0.1, 1.2)/yr for all (design §6 meningioma proportions).
+(V0 = K e^{-U(0.5, 2.5)}); a ~ log-uniform(0.1, 1.2)/yr for all (design §6 meningioma proportions;
+``class_probs`` changes them). Near-plateau subjects hide their rate a (their curve is nearly flat whatever a
+is), so a test of rate recovery should use ``class_probs=(p_shrink, 0.0)``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from custom.ode.gompertz import gompertz_log_volume
 
 def make_toy_trajectories(n_subjects: int = 60, n_times: int = 4, z_dim: int = 6, enc_noise: float = 0.02,
                           seg_noise: float = 0.02, split_fractions: tuple[float, float] = (0.6, 0.1),
-                          seed: int = 0) -> dict:
+                          class_probs: tuple[float, float] = (0.15, 0.25), seed: int = 0) -> dict:
     """Trajectories dict (mu, logvar, subject_id, timepoint, time_years, factors, factor_names, split, truth,
-    partition, vol_scale) for ``n_subjects`` x ``n_times`` scans; ``split_fractions`` = (train, validation)."""
+    partition, vol_scale) for ``n_subjects`` x ``n_times`` scans; ``split_fractions`` = (train, validation)
+    (the rest is test); ``class_probs`` = (P(shrinking), P(stable)), the rest grows."""
     rng = np.random.default_rng(seed)
     m_vol, s_vol = float(np.log(10.0)), 1.0
     rows: dict[str, list] = {k: [] for k in ("mu", "subject_id", "timepoint", "time_years", "factors", "split")}
@@ -30,7 +33,8 @@ def make_toy_trajectories(n_subjects: int = 60, n_times: int = 4, z_dim: int = 6
     for i in range(n_subjects):
         sid = f"BraTS-MEN-{i:05d}"
         u = rng.random()
-        cls = "shrinking" if u < 0.15 else ("stable" if u < 0.40 else "growing")
+        p_shrink, p_stable = class_probs
+        cls = "shrinking" if u < p_shrink else ("stable" if u < p_shrink + p_stable else "growing")
         a = float(np.exp(rng.uniform(np.log(0.1), np.log(1.2))))
         k_ml = float(np.exp(rng.uniform(np.log(5.0), np.log(60.0))))
         if cls == "shrinking":

@@ -65,6 +65,21 @@ def _aspect(zooms: tuple[float, ...], plane: str) -> float:
     return float(zooms[r] / zooms[c])
 
 
+def _crop_to_head(cid: str, vols: dict[str, np.ndarray], seg: np.ndarray | None, ijk: np.ndarray,
+                  zooms: tuple[float, ...], f: dict[str, float]) -> tuple:
+    """Crop every volume of a scan to the bounding box of its non-zero voxels (2-voxel margin)."""
+    nz = np.argwhere(sum(v > 0 for v in vols.values()))
+    if len(nz) == 0:
+        return cid, vols, seg, ijk, zooms, f
+    lo = np.maximum(nz.min(axis=0) - 2, 0)
+    hi = np.minimum(nz.max(axis=0) + 3, vols[MODALITIES[0]].shape)
+    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    vols = {m: v[sl] for m, v in vols.items()}
+    seg = seg[sl] if seg is not None else None
+    ijk = np.clip(np.asarray(ijk) - lo, 0, hi - lo - 1)
+    return cid, vols, seg, ijk, zooms, f
+
+
 def show(data_dir: str, subject: str, out: str, datalist: str | None = None) -> str:
     """Save a PNG of ``subject`` (e.g. ``BraTS-MEN-00001``) across timepoints under ``data_dir``; returns ``out``."""
     root = pathlib.Path(data_dir)
@@ -101,10 +116,10 @@ def show(data_dir: str, subject: str, out: str, datalist: str | None = None) -> 
             ijk = np.asarray(vols[MODALITIES[0]].shape) // 2
         scans.append((cid, vols, seg, ijk, zooms, f))
 
-    vmax = {m: max(float(np.percentile(s[1][m][s[1][m] > 0], 99.5)) if (s[1][m] > 0).any() else 1.0
-                   for s in scans) for m in MODALITIES}
+    scans = [_crop_to_head(*s) for s in scans]
     n_rows, n_cols = len(scans), len(MODALITIES) * len(PLANES)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols, 1.75 * n_rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.25 * n_cols, 1.3 * n_rows + 0.5), squeeze=False,
+                             gridspec_kw={"wspace": 0.03, "hspace": 0.08})
     fig.patch.set_facecolor("black")
     for r, (cid, vols, seg, ijk, zooms, f) in enumerate(scans):
         tp = int(pattern.match(cid).group(1))  # type: ignore[union-attr]
@@ -114,7 +129,9 @@ def show(data_dir: str, subject: str, out: str, datalist: str | None = None) -> 
         for mi, m in enumerate(MODALITIES):
             for pi, plane in enumerate(PLANES):
                 ax = axes[r, mi * len(PLANES) + pi]
-                ax.imshow(_plane(vols[m], plane, ijk), cmap="gray", vmin=0, vmax=vmax[m],
+                fg = vols[m][vols[m] > 0]
+                vmax = float(np.percentile(fg, 99.5)) if fg.size else 1.0  # per-scan window
+                ax.imshow(_plane(vols[m], plane, ijk), cmap="gray", vmin=0, vmax=vmax,
                           aspect=_aspect(zooms, plane), interpolation="nearest")
                 if seg is not None:
                     s2 = _plane(seg, plane, ijk)
@@ -128,7 +145,7 @@ def show(data_dir: str, subject: str, out: str, datalist: str | None = None) -> 
         axes[r, 0].set_ylabel(f"{tlabel}\n{vlabel}", color="white", fontsize=7)
     fig.suptitle(f"{subject}: {n_rows} timepoints (ncr red, edema yellow, enhancing green)", color="white",
                  fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.subplots_adjust(left=0.05, right=0.995, bottom=0.01, top=1 - 0.45 / fig.get_figheight())
     out_path = pathlib.Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=110, facecolor="black")

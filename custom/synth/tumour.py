@@ -4,7 +4,9 @@ A meningioma is an extra-axial, dural-based, well-circumscribed mass. We model i
 spheres (lobulation) in a local frame at a point ``P`` just outside the brain surface, cut by the dural
 plane through ``P`` (tangent to the brain, normal ``n`` pointing out): the flat side is the dural base.
 Scaling the shape about ``P`` by ``s`` scales its volume by ``s^3`` (the half-space through ``P`` is
-scale-invariant), so ``s`` is found by bisection until the voxelised volume matches the target.
+scale-invariant). Every lobe contains ``P``, so the shape is star-shaped about ``P`` and grows
+monotonically with ``s``: each voxel has a critical scale at which it joins, and ranking voxels by it
+gives a voxelised tumour of exactly the target number of voxels (volume matched to one voxel).
 The same site and shape seed serve all timepoints of a subject; only ``s`` changes.
 
 Mass effect: the brain is pushed away from the tumour centroid ``c``, as an incompressible medium around
@@ -69,8 +71,12 @@ class TumourShape:
         radii = [1.0]
         for _ in range(n_lobes):
             off = -rng.uniform(0.1, 0.6) * n + rng.normal(0.0, 0.45) * t1 + rng.normal(0.0, 0.45) * t2
-            centres.append(centres[0] * 0.5 + off)
-            radii.append(rng.uniform(0.4, 0.75))
+            c, r = centres[0] * 0.5 + off, rng.uniform(0.4, 0.75)
+            norm = float(np.linalg.norm(c))
+            if norm > 0.85 * r:  # every lobe contains P: the shape is star-shaped about P
+                c = c * (0.85 * r / norm)
+            centres.append(c)
+            radii.append(r)
         has_core = rng.random() < 0.5
         return TumourShape(
             base=np.asarray(base, float), normal=n, centres=np.asarray(centres), radii=np.asarray(radii),
@@ -90,6 +96,18 @@ class TumourShape:
         for c, r in zip(self.centres, self.radii):
             lobes |= ((q - c) ** 2).sum(axis=1) <= r * r
         return ok & lobes
+
+    def critical_scale(self, rel: np.ndarray) -> np.ndarray:
+        """Smallest ``s`` with ``rel`` inside (inf beyond the dural plane): per lobe, the positive root of
+        ``(r^2 - |c|^2) s^2 + 2 s (x.c) - |x|^2 = 0`` (``|x - s c| = s r``), minimised over lobes."""
+        best = np.full(len(rel), np.inf)
+        x2 = (rel ** 2).sum(axis=1)
+        for c, r in zip(self.centres, self.radii):
+            a = r * r - float(c @ c)
+            xc = rel @ c
+            best = np.minimum(best, (-xc + np.sqrt(xc * xc + a * x2)) / a)
+        best[rel @ self.normal > 0.0] = np.inf
+        return best
 
     def core(self, rel: np.ndarray, s: float) -> np.ndarray:
         q = rel / s
@@ -136,42 +154,39 @@ def grid_box(affine: np.ndarray, shape: tuple[int, ...], centre: np.ndarray, rad
 
 def voxelise(shape_: TumourShape, target_ml: float, affine: np.ndarray, grid_shape: tuple[int, ...]
              ) -> tuple[np.ndarray, float]:
-    """Label map (0 / 1 ncr / 3 et) whose tumour volume is closest to ``target_ml``; also returns ``s``.
+    """Label map (0 / 1 ncr / 3 et) with ``round(target / voxel volume)`` tumour voxels; also returns ``s``.
 
-    Bisection on the scale ``s`` (volume ~ s^3, monotone for this star-shaped set) over 40 steps,
-    keeping the scale whose voxel count x voxel volume is nearest the target.
+    Every lobe contains ``P``, so the shape is star-shaped about ``P`` and nested in ``s``: each voxel
+    has a critical scale ``s*(x)`` above which it is inside. Taking the n-th smallest ``s*`` gives
+    exactly n voxels, i.e. the realised volume matches the target up to one voxel's volume.
     """
     vox_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
-    target_n = target_ml / vox_ml
-    # unit-scale volume, estimated on a fine lattice, gives the bracket
-    g = np.linspace(-shape_.extent(), shape_.extent(), 48)
+    target_n = max(int(round(target_ml / vox_ml)), 1)
+    g = np.linspace(-shape_.extent(), shape_.extent(), 40)
     pts = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
     unit_vol = shape_.inside(pts, 1.0).mean() * (2 * shape_.extent()) ** 3
-    s0 = (target_ml * 1000.0 / max(unit_vol, 1e-9)) ** (1.0 / 3.0)
-    lo_s, hi_s = 0.5 * s0, 2.0 * s0
-    sl, world = grid_box(affine, grid_shape, shape_.base, hi_s * shape_.extent() + 2 * np.abs(affine).max())
-    rel = world - shape_.base
-    best = (np.inf, s0, None)
-    for _ in range(40):
-        s = 0.5 * (lo_s + hi_s)
-        m = shape_.inside(rel, s)
-        n = int(m.sum())
-        if abs(n - target_n) < best[0]:
-            best = (abs(n - target_n), s, m)
-        if n < target_n:
-            lo_s = s
-        elif n > target_n:
-            hi_s = s
-        else:
+    s_max = 1.5 * (target_ml * 1000.0 / max(unit_vol, 1e-9)) ** (1.0 / 3.0)
+    for _ in range(6):
+        sl, world = grid_box(affine, grid_shape, shape_.base, s_max * shape_.extent())
+        rel = world - shape_.base
+        crit = shape_.critical_scale(rel)
+        if target_n > len(crit):
+            s_max *= 1.5
+            continue
+        order = np.argsort(crit, kind="stable")
+        s = float(crit[order[target_n - 1]])
+        if s <= s_max:
             break
-    _, s, m = best
-    seg = np.zeros(grid_shape, dtype=np.uint8)
+        s_max = 1.5 * s
+    m = np.zeros(len(crit), dtype=bool)
+    m[order[:target_n]] = True
     box = np.zeros(m.shape, dtype=np.uint8)
     box[m] = 3
     if target_ml >= shape_.ncr_threshold_ml:
         box[m & shape_.core(rel, s)] = 1
+    seg = np.zeros(grid_shape, dtype=np.uint8)
     seg[sl] = box.reshape(tuple(x.stop - x.start for x in sl))
-    return seg, float(s)
+    return seg, s
 
 
 def mass_effect_pullback(points: np.ndarray, centre: np.ndarray, radius: float, decay: float) -> np.ndarray:
