@@ -102,7 +102,9 @@ def make_dataset(datalist: str, split: str, transform: Compose, cache: str = "me
                  cache_dir: str | None = None, num_workers: int = 0, limit: int | None = None,
                  validate: bool = True, skip_invalid: bool = False) -> Dataset:
     """A MONAI dataset of one split with the requested caching (``memory`` | ``disk`` | ``none``)."""
-    items = load_split(datalist, split, limit=limit, validate=validate, skip_invalid=skip_invalid)
+    from custom.utils import as_bool
+
+    items = load_split(datalist, split, limit=limit, validate=as_bool(validate), skip_invalid=as_bool(skip_invalid))
     if not items:
         raise ValueError(f"split '{split}' of {datalist} is empty: nothing to train or evaluate on")
     if cache == "memory":

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from custom.utils import as_bool
 from custom.engines.batch import autocast_context, batch_case_ids, batch_to_device
 from custom.metrics.masked_image import masked_psnr_ssim
 
@@ -39,7 +40,7 @@ class VAEEvalStep:
 
     def __init__(self, loss_function: Any, amp: bool = False, keep_images: int = 2) -> None:
         self.loss_function = loss_function
-        self.amp = bool(amp)
+        self.amp = as_bool(amp)
         self.keep_images = int(keep_images)
 
     @torch.no_grad()

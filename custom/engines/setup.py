@@ -19,6 +19,9 @@ def prepare_network(network: nn.Module, device: torch.device | str, compile: boo
     faster algorithms). Compilation is skipped with a warning on CPU-only hosts without a C++ toolchain.
     The returned module is what the trainer calls; evaluators should use the unwrapped ``network``.
     """
+    from custom.utils import as_bool
+
+    compile, channels_last, ddp = as_bool(compile), as_bool(channels_last), as_bool(ddp)
     device = torch.device(device)
     network = network.to(device)
     if device.type == "cuda":

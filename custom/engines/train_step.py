@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from custom.utils import as_bool
 from custom.engines.batch import autocast_context, batch_case_ids, batch_to_device
 
 
@@ -34,10 +35,10 @@ class VAETrainStep:
 
     def __init__(self, amp: bool = False, grad_clip: float = 5.0, supervision: nn.Module | None = None,
                  channels_last: bool = False) -> None:
-        self.amp = bool(amp)
+        self.amp = as_bool(amp)
         self.grad_clip = float(grad_clip)
         self.supervision = supervision
-        self.channels_last = bool(channels_last)
+        self.channels_last = as_bool(channels_last)
 
     def __call__(self, engine: Any, batchdata: dict[str, Any]) -> dict[str, torch.Tensor]:
         device = engine.state.device

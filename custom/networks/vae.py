@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from custom.utils import as_bool
 import torch
 from torch import nn
 
@@ -98,14 +99,14 @@ class ResNetVAE(VAE3D):
             activation_checkpointing=activation_checkpointing,
         )
         decoder: nn.Module
-        if use_sbd:
+        if as_bool(use_sbd):
             decoder = SpatialBroadcastDecoder3D(
                 z_dim=z_dim,
                 out_channels=out_channels,
                 spatial_size=size,
                 grid=sbd_grid,
                 channels=sbd_channels,
-                coords_every_stage=sbd_coords_every_stage,
+                coords_every_stage=as_bool(sbd_coords_every_stage),
                 num_groups=num_groups,
                 upsample_mode=sbd_upsample_mode,
                 activation_checkpointing=activation_checkpointing,

@@ -118,13 +118,13 @@ class LatentODEForecaster(nn.Module):
         z0, t0, _ = last_observed(z_obs, t_obs, obs_mask)
         if self.param_encoder is not None:
             alpha, z_k = self.param_encoder(z_obs, t_obs, obs_mask)
-            self.dynamics.set_subject_params(alpha, z_k)
+            # fresh graph nodes: z_k is computed from alpha, and the adjoint's vector-Jacobian product w.r.t.
+            # the raw alpha would also run through z_k, counting that path twice
+            self.dynamics.set_subject_params(alpha.view_as(alpha), z_k.view_as(z_k))
             self.current_alpha = alpha  # with graph, for auxiliary losses on the rate
             self.last_subject_params = {"alpha": alpha.detach(), "z_k": z_k.detach()}
         tau = t_target - t0.unsqueeze(1)
         if target_mask is not None:
             tau = torch.where(target_mask, tau, torch.zeros_like(tau))
-        try:
-            return self.solve(z0, tau)
-        finally:
-            self.dynamics.set_subject_params(None, None)
+        # the per-subject parameters stay set until the next call: the adjoint's backward solve needs them
+        return self.solve(z0, tau)

@@ -124,8 +124,9 @@ class SubjectDeformation:
         return self.centre[:, None] + rel / self.scale[:, None] + u
 
 
-def sample_maps(maps: TemplateMaps, template_points: np.ndarray) -> dict[str, np.ndarray]:
-    """Trilinearly sample GM, WM, brain (and CSF) at template world points [3, ...] (0 outside)."""
+def sample_maps(maps: TemplateMaps, template_points: np.ndarray, names: tuple[str, ...] = ("gm", "wm", "brain")
+                ) -> dict[str, np.ndarray]:
+    """Trilinearly sample ``names`` (and CSF when all three are asked) at template world points [3, ...]."""
     shape = template_points.shape[1:]
     inv = np.linalg.inv(maps.affine)
     pts = template_points.reshape(3, -1)
@@ -133,7 +134,8 @@ def sample_maps(maps: TemplateMaps, template_points: np.ndarray) -> dict[str, np
     out = {
         name: ndi.map_coordinates(getattr(maps, name), vox, order=1, mode="constant", cval=0.0,
                                   prefilter=False).reshape(shape)
-        for name in ("gm", "wm", "brain")
+        for name in names
     }
-    out["csf"] = np.clip(out["brain"] - out["gm"] - out["wm"], 0.0, 1.0)
+    if {"gm", "wm", "brain"} <= set(names):
+        out["csf"] = np.clip(out["brain"] - out["gm"] - out["wm"], 0.0, 1.0)
     return out

@@ -42,6 +42,7 @@ COHORT_COLUMNS: tuple[str, ...] = (
 )
 GZIP_LEVEL: int = 1  # fast; background is exactly 0 so files stay small
 DURA_OFFSET_MM: float = 1.0  # the dural plane lies this far outside the brain surface
+SKULL_MARGIN_MM: float = 4.0  # inner skull ~ brain surface + this margin (bounds large tumours)
 
 
 def case_id(subject_index: int, timepoint: int) -> str:
@@ -88,7 +89,14 @@ def make_subject(job: SubjectJob) -> list[dict[str, object]]:
     direction = direction + rng.normal(0.0, 0.12, size=3)
 
     def brain_along(pts: np.ndarray) -> np.ndarray:
-        return sample_maps(maps, deform.to_template(pts))["brain"]
+        return sample_maps(maps, deform.to_template(pts), ("brain",))["brain"]
+
+    def intracranial(world: np.ndarray) -> np.ndarray:
+        """Inner skull ~ the subject's brain grown radially by SKULL_MARGIN_MM (world [N, 3] -> bool)."""
+        rel = world - centre
+        r = np.linalg.norm(rel, axis=1, keepdims=True)
+        inward = world - rel / np.maximum(r, 1e-6) * np.minimum(r, SKULL_MARGIN_MM)
+        return brain_along(inward.T) >= 0.5
 
     surface, normal = find_attachment(brain_along, centre, direction)
     base = surface + DURA_OFFSET_MM * normal
@@ -106,7 +114,7 @@ def make_subject(job: SubjectJob) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for tp, t in enumerate(times):
         target = float(params.volume(t))
-        seg, _ = voxelise(tshape, noisy_volume(rng, target), affine, shape)
+        seg, _ = voxelise(tshape, noisy_volume(rng, target), affine, shape, allowed=intracranial)
         tumour = seg > 0
         idx = np.argwhere(tumour)
         c_world = affine[:3, :3] @ idx.mean(axis=0) + affine[:3, 3]

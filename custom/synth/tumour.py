@@ -20,6 +20,7 @@ matter (edema spreads along WM), growing with tumour size; ``k_e = 0`` for edema
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,7 +115,7 @@ class TumourShape:
         return ((q - self.centres[0]) ** 2).sum(axis=1) <= self.ncr_fraction_radius ** 2
 
 
-def find_attachment(brain_along: "callable", centre: np.ndarray, direction: np.ndarray,
+def find_attachment(brain_along: Callable[[np.ndarray], np.ndarray], centre: np.ndarray, direction: np.ndarray,
                     step_mm: float = 0.5, max_mm: float = 140.0) -> tuple[np.ndarray, np.ndarray]:
     """March from ``centre`` along ``direction`` until the soft brain mask drops below 0.5.
 
@@ -152,13 +153,15 @@ def grid_box(affine: np.ndarray, shape: tuple[int, ...], centre: np.ndarray, rad
     return sl, world
 
 
-def voxelise(shape_: TumourShape, target_ml: float, affine: np.ndarray, grid_shape: tuple[int, ...]
-             ) -> tuple[np.ndarray, float]:
+def voxelise(shape_: TumourShape, target_ml: float, affine: np.ndarray, grid_shape: tuple[int, ...],
+             allowed: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, float]:
     """Label map (0 / 1 ncr / 3 et) with ``round(target / voxel volume)`` tumour voxels; also returns ``s``.
 
     Every lobe contains ``P``, so the shape is star-shaped about ``P`` and nested in ``s``: each voxel
     has a critical scale ``s*(x)`` above which it is inside. Taking the n-th smallest ``s*`` gives
     exactly n voxels, i.e. the realised volume matches the target up to one voxel's volume.
+    ``allowed(world [N, 3]) -> bool [N]`` (the intracranial space) is a fixed set; intersecting a
+    nested family with it keeps it nested, so large tumours follow the curved inner skull.
     """
     vox_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
     target_n = max(int(round(target_ml / vox_ml)), 1)
@@ -170,7 +173,9 @@ def voxelise(shape_: TumourShape, target_ml: float, affine: np.ndarray, grid_sha
         sl, world = grid_box(affine, grid_shape, shape_.base, s_max * shape_.extent())
         rel = world - shape_.base
         crit = shape_.critical_scale(rel)
-        if target_n > len(crit):
+        if allowed is not None:
+            crit[~allowed(world)] = np.inf
+        if target_n > int(np.isfinite(crit).sum()):
             s_max *= 1.5
             continue
         order = np.argsort(crit, kind="stable")

@@ -3,7 +3,8 @@
 Ignite's ``DiskSaver(atomic=True)`` writes to a temporary file and renames it, so a job killed during
 a save never leaves a corrupt checkpoint (MONAI's ``CheckpointSaver`` uses ``atomic=False``).
 The resume checkpoint holds the network, optimizer, trainer state (epoch/iteration), optional LR
-scheduler and the RNG states (:class:`RNGState`); ``models/model.pt`` holds the network weights alone,
+scheduler, the global RNG states (:class:`RNGState`) and the training loader's shuffle generator
+(:class:`LoaderRNGState`); ``models/model.pt`` holds the network weights alone,
 which is what ``inference.json`` and MONAI Label read.
 """
 
@@ -37,6 +38,33 @@ class RNGState:
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class LoaderRNGState:
+    """State of the training DataLoader's ``torch.Generator`` (the shuffle order) as a ``state_dict`` object.
+
+    ``RandomSampler`` draws each epoch's permutation from this generator when the epoch's first batch is
+    fetched, so the state saved at the end of epoch ``k`` (in ``last.pt``) fixes the order of epoch
+    ``k + 1``; restoring it makes a resumed run see exactly the batches of an uninterrupted one.
+    Without it the generator restarts from its seed and the resumed epoch replays epoch 1's order.
+    A loader without a generator (or a sampler seeded per epoch) gives an empty state, which loads as a no-op.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _generator(self) -> torch.Generator | None:
+        loader = getattr(self.engine.state, "dataloader", None) or getattr(self.engine, "data_loader", None)
+        return getattr(loader, "generator", None)
+
+    def state_dict(self) -> dict[str, Any]:
+        gen = self._generator()
+        return {"generator": gen.get_state()} if gen is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        gen = self._generator()
+        if gen is not None and "generator" in state:
+            gen.set_state(state["generator"])
 
 
 class _FixedNameSaver(DiskSaver):
@@ -74,6 +102,7 @@ class TrainingCheckpoints:
 
     def attach(self, engine: Engine) -> None:
         self.save_dict.setdefault("trainer", engine)
+        self.save_dict.setdefault("loader_rng", LoaderRNGState(engine))
         self._last = Checkpoint(self.save_dict, _FixedNameSaver(self.ckpt_dir, "last.pt"), n_saved=1)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self._save_last)
         engine.add_event_handler(Events.COMPLETED, self._save_last)
