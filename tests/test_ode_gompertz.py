@@ -71,3 +71,15 @@ def test_fit_gompertz_two_points_uses_prior_and_passes_through_data():
     fitted = log_k + (y0 - log_k) * np.exp(-a * t)
     np.testing.assert_allclose(fitted, y, atol=2e-2)
     assert a == pytest.approx(0.5, rel=0.3)
+
+
+def test_volume_probe_recovers_linear_log_volume_map():
+    from custom.ode.readout import fit_volume_probe
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(50, 4))
+    log_v = 2.0 + 0.5 * z[:, 0] - 1.0 * z[:, 2]
+    log_v[3] = np.nan  # unknown volumes are ignored
+    probe = fit_volume_probe(z, log_v, ridge=1e-9)
+    np.testing.assert_allclose(probe.weight, [0.5, 0.0, -1.0, 0.0], atol=1e-6)
+    assert probe.bias == pytest.approx(2.0, abs=1e-6)

@@ -141,3 +141,18 @@ def test_tiny_latent_ode_trains_fast_beats_locf_and_recovers_rates(tmp_path):
     out = plot_growth(rows, tmp_path / "growth.png")
     assert out.stat().st_size > 10_000
     assert all(np.isfinite(r["v_model"]).all() for r in rows)
+
+
+def test_plain_vae_without_volume_coordinate_uses_probe_and_evaluates():
+    torch.set_num_threads(1)
+    traj = make_toy_trajectories(n_subjects=20, n_times=3, z_dim=4, seed=2)
+    for key in ("partition", "vol_scale", "truth"):
+        traj.pop(key)
+    model, _ = fit_latent_ode(traj, k_obs=1, epochs=3, seed=0)
+    assert model.vol_index is None and model.param_encoder is None
+    table = evaluate_forecasts(model, traj, split="test", k_obs=1)
+    assert set(table) == {"latent_ode", "locf", "linear", "gompertz_fit"}
+    assert math.isnan(table["gompertz_fit"]["latent_mse"])  # no latent forecast without a volume coordinate
+    # with one observation the linear baseline is LOCF
+    assert table["linear"]["rel_vol_err_pct"] == pytest.approx(table["locf"]["rel_vol_err_pct"])
+    assert all(np.isfinite(table[m]["logvol_mae"]) for m in table)

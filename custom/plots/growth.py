@@ -1,6 +1,8 @@
 """Tumour growth forecast figure: one panel per held-out subject (volume in mL against years).
 
-Per panel: scans used for conditioning (filled dots), later scans to be forecast (open dots), the latent-ODE
+Per panel: measured (segmentation) volumes of the scans used for conditioning (filled dots) and of the later
+scans to be forecast (open dots; the models start from the *encoded* volumes, so curves need not pass exactly
+through the dots), the latent-ODE
 forecast (thick line), baselines (thin lines) and the true Gompertz curve (dashed) when known.
 Rows come from :func:`custom.ode.evaluate.growth_plot_rows`.
 """
@@ -46,6 +48,11 @@ def plot_growth(rows: list[dict], out_png: str | Path, max_panels: int = 12, nco
         ax.plot(row["t_dense"], row["v_model"], color="tab:blue", lw=2.0, label="latent ODE")
         ax.plot(t[:k], v[:k], "o", color="tab:blue", ms=5, label="observed (conditioning)")
         ax.plot(t[k:], v[k:], "o", mfc="white", mec="tab:red", ms=5, label="held-out scans")
+        # keep the panel readable when an extrapolating baseline explodes: scale to data, model and truth
+        ref = [np.nanmax(v), np.nanmax(row["v_model"])]
+        if row.get("truth") is not None:
+            ref.append(np.nanmax(row["truth"][1]))
+        ax.set_ylim(0.0, 1.3 * float(np.nanmax(ref)))
         label = row["subject_id"] + (f" ({row['growth_class']})" if row.get("growth_class") else "")
         ax.set_title(label, fontsize=8)
         ax.set_xlabel("years", fontsize=8)

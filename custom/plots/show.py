@@ -40,7 +40,7 @@ def _times_from_datalist(path: pathlib.Path | None) -> dict[str, float]:
         return {}
     data = json.loads(path.read_text())
     out: dict[str, float] = {}
-    for key, items in data.items():
+    for items in data.values():
         if isinstance(items, list):
             for it in items:
                 if isinstance(it, dict) and "case_id" in it and "time_years" in it:

@@ -3,7 +3,8 @@
 Each subject gets its own random stream (``np.random.SeedSequence(seed).spawn``), so the output depends on
 ``seed`` only (not on ``workers``), and files are byte-identical across runs (gzip ``mtime=0``).
 Per subject: anatomy (template + deformation), Gompertz growth, scan times, attachment site and shape;
-per timepoint: the tumour volume-matched on the grid, mass effect, edema, four contrasts, files, and
+per timepoint: the tumour volume-matched on the grid (inside the dural plane and the inner skull, taken
+as the subject's brain grown radially by 4 mm), mass effect, edema, four contrasts, files, and
 the measured factors recomputed from the seg exactly as written (:func:`custom.data.factors.seg_factors`).
 """
 

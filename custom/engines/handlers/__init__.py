@@ -5,11 +5,12 @@ from custom.engines.handlers.diagnostics import ValidationDiagnostics
 from custom.engines.handlers.epoch_stats import EpochAverager
 from custom.engines.handlers.figures import DashboardWriter, EvaluationFigures, ReconstructionFigures
 from custom.engines.handlers.latents import LatentWriter
+from custom.engines.handlers.model_config import ModelConfigWriter
 from custom.engines.handlers.nan_guard import NonFiniteGuard, NonFiniteTrainingError
 from custom.engines.handlers.resume import ResumeHandler
 from custom.engines.handlers.schedules import ScheduleHandler
 from custom.engines.handlers.tidy_csv import TidyCSVWriter
 
-__all__ = ["DashboardWriter", "EpochAverager", "LatentWriter", "NonFiniteGuard", "NonFiniteTrainingError", "RNGState",
+__all__ = ["DashboardWriter", "EpochAverager", "LatentWriter", "ModelConfigWriter", "NonFiniteGuard", "NonFiniteTrainingError", "RNGState",
            "EvaluationFigures", "ReconstructionFigures", "ResumeHandler", "ScheduleHandler", "TidyCSVWriter", "TrainingCheckpoints",
            "ValidationDiagnostics"]
