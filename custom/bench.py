@@ -106,7 +106,7 @@ class BenchRow:
             return "-" if v is None else format(v, fmt)
 
         return [self.config, str(self.batch), "yes" if self.compile else "no", self.status, num(self.step_ms, ".1f"),
-                num(self.vols_per_s, ".2f"), num(self.e2e_vols_per_s, ".2f"), num(self.tflops, ".2f"),
+                num(self.vols_per_s, ".3g"), num(self.e2e_vols_per_s, ".3g"), num(self.tflops, ".3g"),
                 num(self.gflop_per_step, ".1f"), num(self.peak_gib, ".2f"), num(self.ratio_ref, ".2f")]
 
 

@@ -109,8 +109,9 @@ def test_condition_on_first_k_splits_and_masks():
            ("mu", "logvar", "subject_id", "timepoint", "time_years", "factors", "split") else v
            for k, v in traj.items()}
     order = list(reversed(range(len(keep))))  # scans given out of time order
-    sub = {k: (v[order] if isinstance(v, torch.Tensor) else [v[i] for i in order]) if isinstance(v, (list, torch.Tensor))
-           and len(v) == len(keep) else v for k, v in sub.items()}
+    per_scan = ("mu", "logvar", "subject_id", "timepoint", "time_years", "factors", "split")
+    sub = {k: ((v[order] if isinstance(v, torch.Tensor) else [v[i] for i in order]) if k in per_scan else v)
+           for k, v in sub.items()}
     tr = build_trajectories(sub, "train", fit_latent_space(sub))
     assert tr.mask.sum(1).tolist() == [2, 3, 4, 4, 4]
     assert bool((tr.t[:, 1:] >= tr.t[:, :-1])[tr.mask[:, 1:]].all())  # sorted by time

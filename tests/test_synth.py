@@ -157,3 +157,13 @@ def test_subject_level_split_and_datalist_resolves(cohorts):
     sites = {}
     for r in _rows(root):
         assert sites.setdefault(r["subject_id"], r["attachment_site"]) == r["attachment_site"]
+
+
+def test_show_writes_png(cohorts, tmp_path):
+    from custom.plots.show import show
+
+    out = show(str(cohorts["a"]), "BraTS-MEN-00001", str(tmp_path / "s.png"))
+    data = pathlib.Path(out).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    with pytest.raises(FileNotFoundError):
+        show(str(cohorts["a"]), "BraTS-MEN-09999", str(tmp_path / "x.png"))

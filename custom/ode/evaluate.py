@@ -69,7 +69,7 @@ def evaluate_forecasts(model: LatentODEForecaster, traj: dict, split: str = "tes
     table: dict[str, dict[str, float]] = {}
 
     z_pred = _model_predict(model, batch, batch.t_tgt, batch.tgt_mask)
-    res = forecast_metrics(z_pred, batch.z_tgt, model.log_volume(z_pred), lv_true, batch.tgt_mask)
+    res = forecast_metrics(z_pred, batch.z_tgt, space.readout.log_volume(z_pred), lv_true, batch.tgt_mask)
     if model.vol_index is not None:
         alpha = model.last_subject_params["alpha"].cpu().double().numpy()
         log_k = float(model.readout_bias) + float(model.readout_weight[model.vol_index]) * \
@@ -124,7 +124,7 @@ def growth_plot_rows(model: LatentODEForecaster, traj: dict, split: str = "test"
     s = torch.linspace(0, 1, n_dense, dtype=t_first.dtype)
     t_dense = t_first[:, None] + s[None] * (t_end - t_first)[:, None]
     z_dense = _model_predict(model, sub, t_dense, None)
-    v_model = torch.exp(model.log_volume(z_dense)).numpy()
+    v_model = torch.exp(space.readout.log_volume(z_dense)).numpy()
     dense_batch = ConditionedBatch(**{**{k: getattr(sub, k) for k in sub.__dataclass_fields__},
                                       "t_tgt": t_dense, "tgt_mask": torch.ones_like(t_dense, dtype=torch.bool),
                                       "z_tgt": torch.zeros(*t_dense.shape, sub.z_obs.shape[-1])})

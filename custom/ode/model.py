@@ -74,7 +74,10 @@ class LatentODEForecaster(nn.Module):
     def _options(self) -> dict | None:
         if self.step_size is None:
             return None
-        return {"step_size": self.step_size, "interp": "cubic"} if self.method == "rk4" else {"step_size": self.step_size}
+        opts: dict = {"step_size": self.step_size}
+        if self.method == "rk4":
+            opts["interp"] = "cubic"  # cubic Hermite between grid points for requested times off the grid
+        return opts
 
     def _integrate(self, z0: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """Solve from z0 [B, Z] over the strictly monotone ``grid`` [G] (grid[0] = 0); returns [G, B, Z]."""

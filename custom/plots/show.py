@@ -8,6 +8,7 @@ and on real BraTS-MEN folders (``<data_dir>/<subject>-TTT/``); times come from a
 
 from __future__ import annotations
 
+import csv
 import json
 import pathlib
 import re
@@ -46,6 +47,14 @@ def _times_from_datalist(path: pathlib.Path | None) -> dict[str, float]:
                 if isinstance(it, dict) and "case_id" in it and "time_years" in it:
                     out[str(it["case_id"])] = float(it["time_years"])
     return out
+
+
+def _times_from_csv(path: pathlib.Path) -> dict[str, float]:
+    """case_id -> time_years from a synthetic cohort's times.csv (subject_id, timepoint, time_years)."""
+    if not path.exists():
+        return {}
+    with open(path) as fh:
+        return {f"{r['subject_id']}-{int(r['timepoint']):03d}": float(r["time_years"]) for r in csv.DictReader(fh)}
 
 
 def _plane(vol: np.ndarray, plane: str, ijk: np.ndarray) -> np.ndarray:
@@ -89,7 +98,7 @@ def show(data_dir: str, subject: str, out: str, datalist: str | None = None) -> 
     if not cases:
         raise FileNotFoundError(f"no case folders {subject}-TTT under {root}")
     dl = pathlib.Path(datalist) if datalist else root / "datalist.json"
-    times = _times_from_datalist(dl)
+    times = _times_from_datalist(dl) or _times_from_csv(root / "times.csv")
 
     scans = []
     for folder in cases:

@@ -30,4 +30,7 @@ class ResumeHandler:
             engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        load_resume_checkpoint(self.path, self.load_dict)
+        # the checkpoint's max_epochs is that of the killed run: keep this run's (``--epochs`` may extend it)
+        max_epochs = engine.state.max_epochs
+        if load_resume_checkpoint(self.path, self.load_dict) and max_epochs is not None:
+            engine.state.max_epochs = max_epochs

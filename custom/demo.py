@@ -1,0 +1,206 @@
+"""``python -m custom demo``: the whole method on the embedded synthetic cohort, through the real bundles.
+
+Every stage is the same ``python -m monai.bundle run ...`` command a user types (with overrides), run as a
+subprocess whose output goes to ``<out>/logs/<stage>.log``. A finished stage leaves ``<out>/.done/<stage>``
+and is skipped when the command is run again; a failing stage stops the demo and names its log.
+The last stage writes ``report.md`` and a self-contained ``report.html`` (PNGs embedded).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: Sizes of the demo. ``cpu`` finishes in minutes on a 2-core laptop; ``gpu`` is the full 128^3 method.
+SIZES: dict[str, dict[str, Any]] = {
+    "cpu": {"subjects": 20, "timepoints": 4, "synth_spacing": 7.5, "spacing": 7.5, "spatial_size": [32, 32, 32],
+            "z_dim": 32, "batch_size": 4, "vae_epochs": 40, "dip_epochs": 40, "lambda_start": 8, "lambda_warmup": 12,
+            "val_interval": 10, "ode_epochs": 300, "amp": False, "compile": False, "num_workers": 2, "growth": "fast"},
+    "gpu": {"subjects": 48, "timepoints": 4, "synth_spacing": 1.875, "spacing": 1.875, "spatial_size": [128, 128, 128],
+            "z_dim": 128, "batch_size": 8, "vae_epochs": 60, "dip_epochs": 60, "lambda_start": 10, "lambda_warmup": 20,
+            "val_interval": 10, "ode_epochs": 400, "amp": True, "compile": True, "num_workers": 8, "growth": "fast"},
+    "tiny": {"subjects": 6, "timepoints": 3, "synth_spacing": 7.5, "spacing": 7.5, "spatial_size": [32, 32, 32],
+             "z_dim": 16, "batch_size": 2, "vae_epochs": 1, "dip_epochs": 1, "lambda_start": 1, "lambda_warmup": 1,
+             "val_interval": 1, "ode_epochs": 20, "amp": False, "compile": False, "num_workers": 1, "growth": "fast"},
+}
+
+
+@dataclass
+class Stage:
+    name: str
+    title: str
+    run: Callable[[], None]
+    log: Path = field(default_factory=Path)
+
+
+class DemoError(RuntimeError):
+    """A stage failed; the message names the stage and its log file."""
+
+
+def _bundle_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "monai.bundle", *args]
+
+
+def _ov(**kw: Any) -> list[str]:
+    """Command-line overrides in the form monai.bundle expects (JSON for lists/bools)."""
+    out: list[str] = []
+    for k, v in kw.items():
+        out += [f"--{k}", json.dumps(v) if isinstance(v, (list, dict)) else ("True" if v is True else "False" if v is False else str(v))]
+    return out
+
+
+class Demo:
+    """The pipeline; see the module docstring."""
+
+    def __init__(self, out: str, size: str = "cpu", **overrides: Any) -> None:
+        if size not in SIZES:
+            raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+        self.out = Path(out).resolve()
+        self.size = size
+        self.p = {**SIZES[size], **overrides}
+        self.logs = self.out / "logs"
+        self.done = self.out / ".done"
+        self.cohort = self.out / "cohort"
+        self.commands: dict[str, str] = {}
+
+    # -- helpers --------------------------------------------------------------------------------------
+    def _exec(self, stage: str, cmd: list[str], epochs_csv: Path | None = None, total: int | None = None) -> None:
+        """Run ``cmd`` from the repository root, log to ``logs/<stage>.log``, show an epoch progress bar."""
+        from tqdm import tqdm
+
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = self.logs / f"{stage}.log"
+        self.commands.setdefault(stage, " ".join(shlex.quote(c) for c in cmd))
+        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        with log.open("a") as fh, tqdm(total=total, desc=f"  {stage}", unit="epoch", leave=False,
+                                       disable=total is None) as bar:
+            fh.write(f"$ {self.commands[stage]}\n")
+            fh.flush()
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+            while proc.poll() is None:
+                time.sleep(1.0)
+                if epochs_csv is not None and epochs_csv.exists():
+                    n = max(0, sum(1 for _ in epochs_csv.open()) - 1)
+                    bar.update(max(0, n - bar.n))
+            if proc.returncode != 0:
+                raise DemoError(f"stage '{stage}' failed (exit {proc.returncode}); its log is {log}")
+
+    def _train_encoder(self, name: str, configs: list[str], epochs: int, extra: dict[str, Any]) -> None:
+        p = self.p
+        run = self.out / name
+        cfg = "[" + ",".join(f"'{REPO / 'bundles' / name / 'configs' / c}'" for c in configs) + "]"
+        cmd = _bundle_cmd("run", "training", "--config_file", cfg) + _ov(
+            dataset_dir=str(self.cohort), output_dir=str(run), ckpt_dir=str(run / "models"), epochs=epochs,
+            val_interval=p["val_interval"], spatial_size=p["spatial_size"], spacing=p["spacing"], z_dim=p["z_dim"],
+            batch_size=p["batch_size"], amp=p["amp"], compile=p["compile"], num_workers=p["num_workers"],
+            figure_interval=max(1, epochs // p["val_interval"]), **extra)
+        self._exec(f"{name}_train", cmd, epochs_csv=run / "metrics.csv", total=epochs)
+
+    def _evaluate_encoder(self, name: str, configs: list[str]) -> None:
+        p = self.p
+        run = self.out / name
+        cfg = "[" + ",".join(f"'{REPO / 'bundles' / name / 'configs' / c}'" for c in configs + ["evaluate.json"]) + "]"
+        cmd = _bundle_cmd("run", "--config_file", cfg) + _ov(
+            dataset_dir=str(self.cohort), output_dir=str(run), ckpt_dir=str(run / "models"), eval_split="test",
+            spatial_size=p["spatial_size"], spacing=p["spacing"], z_dim=p["z_dim"], batch_size=p["batch_size"],
+            amp=p["amp"], num_workers=p["num_workers"])
+        self._exec(f"{name}_evaluate", cmd)
+
+    # -- stages ---------------------------------------------------------------------------------------
+    def stage_cohort(self) -> None:
+        p = self.p
+        cmd = [sys.executable, "-m", "custom", "synth", "--out", str(self.cohort), "--subjects", str(p["subjects"]),
+               "--timepoints", str(p["timepoints"]), "--seed", "0", "--spacing", str(p["synth_spacing"]),
+               "--workers", str(max(1, min(8, os.cpu_count() or 1))), "--growth", p["growth"]]
+        self._exec("cohort", cmd)
+        subject = self._show_subject()
+        self._exec("cohort_figure", [sys.executable, "-m", "custom", "show", "--data_dir", str(self.cohort),
+                                     "--subject", subject, "--out", str(self.out / "figures" / "cohort_subject.png")])
+
+    def _show_subject(self) -> str:
+        import csv
+
+        rows = list(csv.DictReader((self.cohort / "cohort.csv").open()))
+        growers = [r for r in rows if r.get("growth_class") == "grower"] or rows
+        return growers[0]["subject_id"]
+
+    def stage_vae(self) -> None:
+        self._train_encoder("vae_baseline", ["train.json"], self.p["vae_epochs"], {})
+        self._evaluate_encoder("vae_baseline", ["train.json"])
+
+    def stage_dipvae(self) -> None:
+        p = self.p
+        self._train_encoder("dipvae", ["train.json", "exp3.json"], p["dip_epochs"],
+                            {"lambda_start_epoch": p["lambda_start"], "lambda_cov_annealing_epochs": p["lambda_warmup"]})
+        self._evaluate_encoder("dipvae", ["train.json", "exp3.json"])
+
+    def stage_latent_ode(self) -> None:
+        p = self.p
+        run = self.out / "latent_ode"
+        cfg = str(REPO / "bundles" / "latent_ode" / "configs" / "train.json")
+        cmd = _bundle_cmd("run", "training", "--config_file", cfg) + _ov(
+            encoder_bundle=str(self.out / "dipvae"), dataset_dir=str(self.cohort), output_dir=str(run),
+            ckpt_dir=str(run / "models"), epochs=p["ode_epochs"])
+        self._exec("latent_ode_train", cmd)
+        forecast = json.loads((run / "metrics.json").read_text())
+        subject = forecast.get("example_subject")
+        if subject:
+            cfg_i = str(REPO / "bundles" / "latent_ode" / "configs" / "inference.json")
+            cmd = _bundle_cmd("run", "--config_file", cfg_i) + _ov(
+                encoder_bundle=str(self.out / "dipvae"), ode_dir=str(run / "models"), dataset_dir=str(self.cohort),
+                subject=subject, output_dir=str(run / "forecast"), n_observed=2)
+            self._exec("latent_ode_inference", cmd)
+
+    def stage_report(self) -> None:
+        from custom.report import write_report
+
+        write_report(self.out, size=self.size, params=self.p, commands=self.commands)
+
+    # -- driver ---------------------------------------------------------------------------------------
+    def stages(self) -> list[Stage]:
+        return [Stage("cohort", "synthetic cohort", self.stage_cohort),
+                Stage("vae_baseline", "vae_baseline: train + evaluate", self.stage_vae),
+                Stage("dipvae", "dipvae + Exp3: train + evaluate", self.stage_dipvae),
+                Stage("latent_ode", "latent_ode: encode, train, evaluate, forecast", self.stage_latent_ode),
+                Stage("report", "report", self.stage_report)]
+
+    def run(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.done.mkdir(exist_ok=True)
+        cmd_file = self.out / "commands.json"
+        if cmd_file.exists():
+            self.commands.update(json.loads(cmd_file.read_text()))
+        stages = self.stages()
+        t_all = time.time()
+        for i, st in enumerate(stages, 1):
+            marker = self.done / st.name
+            if marker.exists() and st.name != "report":
+                print(f"[{i}/{len(stages)}] {st.title}: already done ({marker}), skipped", flush=True)
+                continue
+            print(f"[{i}/{len(stages)}] {st.title} ...", flush=True)
+            t0 = time.time()
+            st.run()
+            marker.write_text(f"{time.time() - t0:.1f}\n")
+            cmd_file.write_text(json.dumps(self.commands, indent=1))
+            print(f"[{i}/{len(stages)}] {st.title}: done in {time.time() - t0:.0f} s", flush=True)
+        print(f"demo finished in {time.time() - t_all:.0f} s: {self.out / 'report.html'}", flush=True)
+        return self.out / "report.html"
+
+
+def run_demo(out: str = "runs/demo", size: str = "cpu", **overrides: Any) -> str:
+    """Entry point of ``python -m custom demo``."""
+    try:
+        return str(Demo(out, size, **overrides).run())
+    except DemoError as err:
+        from custom.data.errors import UserFacingError
+
+        raise UserFacingError(str(err)) from None

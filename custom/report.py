@@ -1,0 +1,171 @@
+"""The demo's report: ``report.md`` and a self-contained ``report.html`` (PNG figures embedded as base64)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+#: (metric key in metrics.json, label) shown side by side for the two encoders
+ENCODER_ROWS: list[tuple[str, str]] = [
+    ("diag/au_count", "active units (Var_x E[z_j|x] > 0.01)"),
+    ("diag/kl_raw", "KL(q(z|x) || p(z)) [nats]"),
+    ("diag/kl_floor", "free-bits floor [nats]"),
+    ("diag/recon_mu_mse", "recon MSE from mu (brain)"),
+    ("diag/recon_z0_mse", "recon MSE from z = 0 (brain)"),
+    ("diag/recon_z0_ratio", "z0 / mu MSE ratio (>= 2: decoder uses z)"),
+    ("val_epoch/ssim_mean", "SSIM in brain (mean of 4 modalities)"),
+    ("val_epoch/psnr_mean", "PSNR in brain [dB] (data range from data)"),
+    ("probe/r2_log_volume", "probe R² log tumour volume (CV by subject)"),
+    ("probe/r2_centroid", "probe R² centroid (mean x,y,z)"),
+    ("partition/r2_log_volume", "R² z_vol vs log volume"),
+    ("partition/r2_centroid_x", "R² z_loc x vs centroid x"),
+    ("partition/r2_centroid_y", "R² z_loc y vs centroid y"),
+    ("partition/r2_centroid_z", "R² z_loc z vs centroid z"),
+    ("dci/disentanglement", "DCI disentanglement"),
+    ("dci/completeness", "DCI completeness"),
+    ("dci/informativeness", "DCI informativeness (R²)"),
+    ("sap/sap", "SAP (continuous)"),
+    ("mig/mig", "MIG (10 quantile bins)"),
+    ("mig/oracle", "MIG of a perfect code (same N)"),
+    ("mig/null_mean", "MIG permutation null"),
+    ("cov/offdiag_abs_mean", "mean |off-diagonal covariance| of mu"),
+    ("tc/gaussian_total_correlation", "Gaussian total correlation of mu"),
+]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _last(paths: list[Path]) -> Path | None:
+    return sorted(paths)[-1] if paths else None
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, (int, float)):
+        return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.4g}"
+    return "–" if v is None else str(v)
+
+
+def collect(out: Path) -> dict[str, Any]:
+    """Find the figures and numbers the demo stages left in ``out``."""
+    enc = {}
+    for name in ("vae_baseline", "dipvae"):
+        run = out / name
+        ev = run / "eval_test"
+        enc[name] = {
+            "metrics": _read_json(ev / "metrics.json").get("metrics", {}),
+            "verdict": _read_json(ev / "metrics.json").get("verdict", ""),
+            "dashboard": run / "dashboard.png",
+            "recon": _last(list((ev / "figures").glob("recon_*.png"))) or _last(list((run / "figures").glob("recon_*.png"))),
+            "traversal": ev / "traversal.png",
+        }
+    ode = out / "latent_ode"
+    return {"encoders": enc, "ode": _read_json(ode / "metrics.json"), "growth": ode / "growth.png",
+            "forecast": _last(list((ode / "forecast").glob("*.png"))) if (ode / "forecast").exists() else None,
+            "cohort_fig": out / "figures" / "cohort_subject.png",
+            "durations": {p.name: float(p.read_text()) for p in (out / ".done").glob("*")} if (out / ".done").exists() else {}}
+
+
+def write_report(out: str | Path, size: str, params: dict[str, Any], commands: dict[str, str]) -> Path:
+    """Write report.md and report.html into ``out``; returns the HTML path."""
+    out = Path(out)
+    c = collect(out)
+    figs: list[tuple[str, Path | None, str]] = [
+        ("The synthetic cohort", c["cohort_fig"], "One synthetic subject across its timepoints: t1c, t1n, t2f, t2w in three planes through the tumour, segmentation outlined (enhancing tumour, core, edema)."),
+        ("vae_baseline: training dashboard", c["encoders"]["vae_baseline"]["dashboard"], "Loss terms, the cyclical beta schedule against the free-bits KL floor, learning rate, gradient norm, active units and probe R² per epoch."),
+        ("dipvae + Exp3: training dashboard", c["encoders"]["dipvae"]["dashboard"], "Same panels for DIP-VAE-II with the supervised latent partition."),
+        ("vae_baseline: reconstruction (test case)", c["encoders"]["vae_baseline"]["recon"], "Input | reconstruction from mu | |difference|, per modality, three planes."),
+        ("dipvae + Exp3: reconstruction (test case)", c["encoders"]["dipvae"]["recon"], "Input | reconstruction from mu | |difference|."),
+        ("dipvae + Exp3: latent traversal", c["encoders"]["dipvae"]["traversal"], "One latent coordinate varied at a time around a test subject's mu (t1c): z0 is the log-volume coordinate, z1-z3 the centroid."),
+        ("vae_baseline: latent traversal", c["encoders"]["vae_baseline"]["traversal"], "Most variable active units of the unsupervised baseline."),
+        ("latent_ode: growth forecasts (held-out subjects)", c["growth"], "Observed volumes (dots), the ODE forecast from the first scans, baselines, and the true Gompertz curve (dashed)."),
+        ("latent_ode: forecast of one subject (inference.json)", c["forecast"], "The inference workflow's growth plot for one subject."),
+    ]
+    enc = c["encoders"]
+    rows = [f"| metric | vae_baseline | dipvae + Exp3 |", "|---|---|---|"]
+    for key, label in ENCODER_ROWS:
+        a, b = enc["vae_baseline"]["metrics"].get(key), enc["dipvae"]["metrics"].get(key)
+        if a is None and b is None:
+            continue
+        rows.append(f"| {label} | {_fmt(a)} | {_fmt(b)} |")
+    ode_rows: list[str] = []
+    table = c["ode"].get("table", {})
+    if table:
+        cols = ["rel_volume_error_last_pct", "rel_volume_error_pct", "log_volume_mae", "latent_mse"]
+        ode_rows = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for method, m in table.items():
+            ode_rows.append(f"| {method} | " + " | ".join(_fmt(m.get(k)) for k in cols) + " |")
+    extra = {k: v for k, v in c["ode"].items() if isinstance(v, (int, float))}
+    md: list[str] = [f"# Meningioma growth modelling: demo report ({size})", "",
+                     f"Cohort: {params.get('subjects')} subjects x {params.get('timepoints')} timepoints, "
+                     f"state {params.get('spatial_size')} at {params.get('spacing')} mm, z_dim {params.get('z_dim')}; "
+                     f"encoders {params.get('vae_epochs')} / {params.get('dip_epochs')} epochs.", "",
+                     "## Encoders on held-out test subjects", "",
+                     f"Collapse verdict: vae_baseline: {enc['vae_baseline']['verdict']}; dipvae: {enc['dipvae']['verdict']}", "",
+                     *rows, "", "## Growth forecasts (held-out subjects)", "", *ode_rows, ""]
+    if extra:
+        md += ["| quantity | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in extra.items()] + [""]
+    md += ["## Figures", ""]
+    for title, path, caption in figs:
+        if path is not None and Path(path).exists():
+            md += [f"### {title}", "", f"![{title}]({Path(path).relative_to(out)})", "", caption, ""]
+    md += ["## Commands that reproduce each stage", ""]
+    for stage, cmd in commands.items():
+        dur = c["durations"].get(stage.split("_")[0], None)
+        md += [f"- **{stage}**: `{cmd}`"]
+    md += ["", "Stage durations (s): " + ", ".join(f"{k} {v:.0f}" for k, v in c["durations"].items()), ""]
+    (out / "report.md").write_text("\n".join(md))
+    (out / "report.html").write_text(_to_html(md, out))
+    return out / "report.html"
+
+
+def _to_html(md: list[str], out: Path) -> str:
+    """A small Markdown subset (headings, tables, images, lists, code) to HTML with embedded images."""
+    body: list[str] = []
+    in_table = False
+    for line in md:
+        if line.startswith("|"):
+            cells = [html.escape(x.strip()) for x in line.strip("|").split("|")]
+            if set("".join(cells)) <= set("-"):
+                continue
+            if not in_table:
+                body.append("<table>")
+                in_table = True
+                body.append("<tr>" + "".join(f"<th>{x}</th>" for x in cells) + "</tr>")
+            else:
+                body.append("<tr>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("### "):
+            body.append(f"<h3>{html.escape(line[4:])}</h3>")
+        elif line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("!["):
+            src = line[line.index("(") + 1:-1]
+            data = base64.b64encode((out / src).read_bytes()).decode()
+            body.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(src)}">')
+        elif line.startswith("- "):
+            text = html.escape(line[2:]).replace("**", "")
+            body.append(f"<li>{_code(text)}</li>")
+        elif line:
+            body.append(f"<p>{_code(html.escape(line))}</p>")
+    if in_table:
+        body.append("</table>")
+    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}"
+             "code{background:#f4f4f4;padding:1px 4px;font-size:85%;word-break:break-all}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>demo report</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+
+
+def _code(text: str) -> str:
+    parts = text.split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
