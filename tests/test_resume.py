@@ -6,6 +6,11 @@ epoch 1 exists), touches a marker file and sleeps; the test then sends SIGKILL f
 dies mid-epoch exactly as under a scheduler's kill. The resumed run (``--resume true``) restarts epoch 2
 from ``last.pt``. Expected: ``torch.equal`` on every final weight tensor (CPU, one thread in every run, so
 the float reductions are ordered identically), the same per-epoch losses, one CSV row per epoch.
+
+Bit-identity needs each epoch's shuffle to be a function of (seed, epoch) only: ``train#sampler`` is a
+``DistributedSampler(num_replicas=1, rank=0, seed=@seed)`` whose ``set_epoch`` MONAI's workflow calls at
+every epoch start. (``RandomSampler`` on the loader's generator is not enough: the generator is consumed by
+an extra ``randperm`` when the previous epoch's iterator is exhausted, which a resumed run never does.)
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 from conftest import REPO, TINY
 
 CFG = REPO / "bundles" / "vae_baseline" / "configs"
-EPOCHS = 3
+EPOCHS = 2
 ITERS_PER_EPOCH = 2  # limit_cases 4, batch 2, drop_last
 
 
@@ -57,6 +62,14 @@ def _kill_config(path: Path, marker: Path, iteration: int) -> Path:
     }
     path.write_text(json.dumps(cfg))
     return path
+
+
+def test_train_config_shuffles_as_a_function_of_seed_and_epoch() -> None:
+    sampler = json.loads((CFG / "train.json").read_text())["train"]["sampler"]
+    assert sampler and sampler["_target_"].endswith("DistributedSampler"), (
+        "train.json needs train#sampler = DistributedSampler(num_replicas=1, rank=0, shuffle=True, seed=@seed) "
+        "for bit-identical resume")
+    assert sampler["seed"] == "@seed" and sampler["shuffle"] is True
 
 
 def _rows(out: Path) -> list[dict[str, str]]:

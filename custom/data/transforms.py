@@ -105,8 +105,10 @@ def get_preprocessing(
     keys = [image_key, label_key] if with_label else [image_key]
     modes = ["bilinear", "nearest"][: len(keys)]
     transforms: list = [
-        LoadImaged(keys=keys, image_only=True, allow_missing_keys=True),
-        EnsureChannelFirstd(keys=keys, allow_missing_keys=True),
+        # one loader (and so one reader object) per key: a LoadImaged shared by a 4-file image list and a
+        # single-file label is not thread-safe under CacheDataset(num_workers>1) and mis-stacked channels
+        *[LoadImaged(keys=k, image_only=True, allow_missing_keys=True) for k in keys],
+        *[EnsureChannelFirstd(keys=k, allow_missing_keys=True) for k in keys],
         Orientationd(keys=keys, axcodes="RAS", labels=None, allow_missing_keys=True),
         Spacingd(
             keys=keys, pixdim=pixdim, mode=modes, padding_mode="zeros", dtype=np.float32, allow_missing_keys=True

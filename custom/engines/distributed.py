@@ -90,6 +90,11 @@ def init_distributed(backend: str | None = None, timeout_minutes: float = 60.0) 
             return DistInfo(0, 0, 1, "none", device)
         backend = backend or ("nccl" if cuda else "gloo")
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=float(timeout_minutes)))
+    # ignite.distributed builds its own view of the group lazily, with a collective (new_group), the first time
+    # anything asks it for the rank (ignite's Checkpoint does, on rank 0 only): build it now, on every rank
+    import ignite.distributed as idist
+
+    idist.sync()
     info = DistInfo(dist.get_rank(), local_rank, dist.get_world_size(), str(dist.get_backend()), device)
     logger.info("distributed: rank %d/%d (local %d), backend %s, device %s", info.rank, info.world_size,
                 info.local_rank, info.backend, info.device)
