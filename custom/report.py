@@ -95,7 +95,7 @@ def write_report(out: str | Path, size: str, params: dict[str, Any], commands: d
     ode_rows: list[str] = []
     table = c["ode"].get("table", {})
     if table:
-        cols = ["rel_volume_error_last_pct", "rel_volume_error_pct", "log_volume_mae", "latent_mse"]
+        cols = ["rel_vol_err_pct_last", "rel_vol_err_pct", "logvol_mae", "latent_mse", "alpha_spearman"]
         ode_rows = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for method, m in table.items():
             ode_rows.append(f"| {method} | " + " | ".join(_fmt(m.get(k)) for k in cols) + " |")
@@ -149,7 +149,7 @@ def _to_html(md: list[str], out: Path) -> str:
         elif line.startswith("# "):
             body.append(f"<h1>{html.escape(line[2:])}</h1>")
         elif line.startswith("!["):
-            src = line[line.index("(") + 1:-1]
+            src = line[line.rindex("](") + 2:-1]
             data = base64.b64encode((out / src).read_bytes()).decode()
             body.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(src)}">')
         elif line.startswith("- "):

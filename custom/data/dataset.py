@@ -18,13 +18,14 @@ logger = logging.getLogger(__name__)
 
 
 def prepare_datalist(dataset_dir: str, datalist: str, synthetic: dict[str, Any] | None = None,
-                     spacing: float | Sequence[float] = 1.875, workers: int = 2) -> str:
+                     spacing: float | Sequence[float] = 1.875, workers: int = 2, skip_invalid: bool = False) -> str:
     """Return the path of a datalist, generating the embedded synthetic cohort first when needed.
 
     When ``datalist`` does not exist and ``dataset_dir`` is missing or empty, the synthetic cohort is
     generated in ``dataset_dir`` (``synthetic`` holds ``subjects``, ``timepoints``, ``seed``, ``growth``;
     it is written at the training ``spacing`` so no time is spent on voxels that would be resampled away).
-    When ``dataset_dir`` holds BraTS-MEN cases but no datalist, one is built and validated.
+    When ``dataset_dir`` holds BraTS-MEN cases but no datalist, one is built and validated; with
+    ``skip_invalid`` invalid cases are left out and listed in ``skipped_datalist.csv`` beside the datalist.
     """
     dl = Path(datalist)
     if dl.exists():
@@ -47,7 +48,8 @@ def prepare_datalist(dataset_dir: str, datalist: str, synthetic: dict[str, Any] 
     from custom.data.datalist import build_datalist, write_datalist
 
     times = root / "times.csv"
-    built = build_datalist(str(root), times_csv=str(times) if times.exists() else None)
+    built = build_datalist(str(root), times_csv=str(times) if times.exists() else None, skip_invalid=skip_invalid,
+                           skipped_out=str(dl.with_name("skipped_datalist.csv")) if skip_invalid else None)
     write_datalist(built, str(dl))
     return str(dl)
 
