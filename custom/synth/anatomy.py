@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -38,15 +39,31 @@ class TemplateMaps:
         return np.clip(self.brain - self.gm - self.wm, 0.0, 1.0)
 
 
+def template_path(kind: str) -> "Path":
+    """Path of nilearn's shipped MNI ICBM152 2009 (sym, 1 mm) template: ``kind`` in t1 | gm | wm.
+
+    Located through the installed package's folder without importing ``nilearn.datasets`` (which pulls in
+    pandas, requests and more), so the generator needs nilearn's files, not its import-time dependencies.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("nilearn is required for the MNI152 template (pip install nilearn)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / f"mni_icbm152_{kind}_tal_nlin_sym_09a_converted.nii.gz"
+    if not path.exists():
+        raise FileNotFoundError(f"MNI152 template file missing from the nilearn installation: {path}")
+    return path
+
+
 @functools.lru_cache(maxsize=1)
 def load_template_maps() -> TemplateMaps:
     """Load the nilearn MNI152 2009 templates (1 mm) and derive a hole-filled soft brain mask (cached)."""
-    from nilearn import datasets
-
-    t1_img = datasets.load_mni152_template(resolution=1)
+    t1_img = nib.load(str(template_path("t1")))
     t1 = np.asarray(t1_img.dataobj, dtype=np.float32)
-    gm = np.asarray(datasets.load_mni152_gm_template(resolution=1).dataobj, dtype=np.float32)
-    wm = np.asarray(datasets.load_mni152_wm_template(resolution=1).dataobj, dtype=np.float32)
+    gm = np.asarray(nib.load(str(template_path("gm"))).dataobj, dtype=np.float32)
+    wm = np.asarray(nib.load(str(template_path("wm"))).dataobj, dtype=np.float32)
     gm /= max(float(gm.max()), 1e-6)
     wm /= max(float(wm.max()), 1e-6)
     # The template T1 is skull-stripped: its support (closed, holes filled) is the intracranial brain.

@@ -102,8 +102,8 @@ def make_subject(job: SubjectJob) -> list[dict[str, object]]:
     surface, normal = find_attachment(brain_along, centre, direction)
     base = surface + DURA_OFFSET_MM * normal
     tshape = TumourShape.sample(rng, base, normal)
-    edema_k = 0.0 if rng.random() < 0.35 else float(rng.uniform(0.25, 0.9))
-    edema_noise = np.exp(smooth_noise(rng, axes, centre, order=5, sd=0.6))
+    edema_k = 0.0 if rng.random() < 0.35 else float(rng.uniform(0.2, 0.8))
+    edema_noise = np.clip(np.exp(smooth_noise(rng, axes, centre, order=5, sd=0.6)), 0.4, 1.8)
     u = deform.displacement_grid(axes)
     scale = deform.scale.astype(np.float32).reshape(3, 1, 1, 1)
     c3 = centre.astype(np.float32).reshape(3, 1, 1, 1)
@@ -123,7 +123,9 @@ def make_subject(job: SubjectJob) -> list[dict[str, object]]:
         src = mass_effect_pullback(grid, c_world.astype(np.float32), radius, decay=5.0 + 0.5 * radius)
         tissues = sample_maps(maps, c3 + (src - c3) / scale + u)
         del src
-        near = ((grid - c_world.astype(np.float32).reshape(3, 1, 1, 1)) ** 2).sum(0) < (3 * radius + 20) ** 2
+        # the dura stops brain pushed past it, only around the tumour's footprint (the brain surface is
+        # not convex everywhere: a wider cut would clip neighbouring gyri that bulge past the plane)
+        near = ((grid - base.astype(np.float32).reshape(3, 1, 1, 1)) ** 2).sum(0) < (1.5 * radius + 5) ** 2
         outside = beyond_dura & near
         for k in tissues:
             tissues[k][outside] = 0.0

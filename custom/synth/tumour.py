@@ -214,7 +214,8 @@ def paint_edema(seg: np.ndarray, brain: np.ndarray, wm: np.ndarray, spacing: flo
     if reach_mm <= 0 or not tumour.any():
         return seg
     idx = np.argwhere(tumour)
-    pad = int(np.ceil(1.5 * reach_mm / spacing)) + 1
+    noise_max = float(noise.max()) if noise is not None else 1.0
+    pad = int(np.ceil(1.3 * noise_max * reach_mm / spacing)) + 2  # reach never exceeds the box
     lo = np.maximum(idx.min(0) - pad, 0)
     hi = np.minimum(idx.max(0) + pad + 1, seg.shape)
     sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
