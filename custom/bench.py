@@ -259,8 +259,8 @@ def _bundle_parser(variant: str, s: BenchSettings, batch: int, compile_: bool, d
         "bundle_root": str(REPO / "bundles" / folder),
         "spatial_size": [s.spatial_size] * 3, "spacing": s.spacing, "batch_size": batch, "amp": s.amp,
         "compile": compile_, "channels_last": s.channels_last, "dataset_dir": str(Path(datalist).parent),
-        "datalist": datalist, "cache": "memory", "output_dir": str(workdir / f"out_{variant}"),
-        "num_workers": 1,  # CacheDataset threads: >1 races in the preprocessing (see BENCHMARKS.md)
+        "datalist": datalist, "cache": "auto", "output_dir": str(workdir / f"out_{variant}"),
+        "num_workers": 4,
         "device": f"$torch.device('{s.device}')",
         **variant_overrides, **s.overrides,
     }

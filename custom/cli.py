@@ -44,11 +44,15 @@ def traverse(bundle: str, out: str, case: int = 0, steps: int = 7, span: float =
     return traverse_bundle(bundle=bundle, out=out, case=case, steps=steps, span=span, config=config)
 
 
-def export_bundle(bundle: str, out: str) -> str:
-    """Zip a trained bundle (configs, models/model.pt + model.ts, docs, LICENSE, custom code) for sharing."""
+def export_bundle(bundle: str, out: str, model: str | None = None, **overrides: Any) -> str:
+    """Zip a trained bundle (configs, models/model.pt + model.ts, docs, LICENSE, custom code) for sharing.
+
+    ``overrides`` (e.g. ``--spatial_size "[64,64,64]" --z_dim 64``) are written into the exported configs and
+    metadata, so the zip describes the network that was actually trained.
+    """
     from custom.export import export_bundle as _export
 
-    return _export(bundle=bundle, out=out)
+    return _export(bundle=bundle, out=out, model=model, **overrides)
 
 
 def bench(mode: str = "cpu", out: str | None = None, **kwargs: Any) -> str:

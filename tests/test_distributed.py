@@ -29,7 +29,9 @@ from conftest import REPO, TINY
 
 WORLD = 2
 B_GLOBAL, Z, SIZE = 4, 16, 32
-LR = 1e-6  # SGD: the update is lr * gradient, so weight deltas compare gradients directly (no Adam normalisation)
+#: SGD step sizes giving a weight change of ~1% of the weight norm (gradient norms ~1.3e5 for the sum-reduced ELBO,
+#: ~370 for the DIP set-up): SGD (not Adam, which normalises) so the weight change is -lr * gradient
+LR = {"elbo": 2e-6, "dip": 1e-3, "dip_nogather": 1e-3}
 
 
 # ----------------------------------------------------------------------------------------------- shared set-up
@@ -67,12 +69,12 @@ def _losses() -> dict[str, torch.nn.Module]:
 
 
 def _one_step(net: torch.nn.Module, train_net: torch.nn.Module, loss: torch.nn.Module, x: torch.Tensor,
-              eps: torch.Tensor) -> dict[str, object]:
+              eps: torch.Tensor, lr: float) -> dict[str, object]:
     """One real :class:`VAETrainStep` (no clipping) with SGD; returns grads, updated weights and the step output."""
     from custom.engines.train_step import VAETrainStep
 
     _fix_noise(net, eps)
-    opt = torch.optim.SGD(net.parameters(), lr=LR)
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
     engine = SimpleNamespace(network=train_net, optimizer=opt, loss_function=loss,
                              state=SimpleNamespace(device=torch.device("cpu"), epoch=1, iteration=1,
                                                    loss_kwargs={"beta": 1.0, "lambda_scale": 1.0}
@@ -98,7 +100,7 @@ def _worker(rank: int, tmp: str) -> None:
     result: dict[str, object] = {}
     for name, loss in _losses().items():
         net = _tiny_vae()
-        result[name] = _one_step(net, DistributedDataParallel(net), loss, x[rows], eps[rows])
+        result[name] = _one_step(net, DistributedDataParallel(net), loss, x[rows], eps[rows], LR[name])
 
     # the DIP gather on its own: penalty value and gradient w.r.t. this rank's rows
     g = torch.Generator().manual_seed(3)
@@ -134,8 +136,8 @@ def single_results() -> dict[str, dict]:
         out = {}
         for name, loss in _losses().items():
             net = _tiny_vae()
-            out[name] = _one_step(net, net, loss, x, eps)
-        halves = [_one_step(net, net, _losses()["elbo"], x[rows], eps[rows])["grads"]
+            out[name] = _one_step(net, net, loss, x, eps, LR[name])
+        halves = [_one_step(net, net, _losses()["elbo"], x[rows], eps[rows], LR["elbo"])["grads"]
                   for net, rows in ((_tiny_vae(), slice(0, 2)), (_tiny_vae(), slice(2, 4)))]
         out["elbo_halves_mean"] = [(a + b) / 2 for a, b in zip(*halves)]
     finally:
@@ -180,10 +182,10 @@ def test_ddp_step_equals_single_process_on_the_global_batch(ddp_results, single_
         if loss_name == "elbo":
             assert _worst_rel_error(ddp["grads"], single_results["elbo_halves_mean"]) < SAME_ORDER_RTOL
         assert ddp["grad_norm"] == pytest.approx(single["grad_norm"], rel=FULL_BATCH_RTOL)
-        # the SGD step: weight changes are -lr * gradient, compared the same way
-        keys = [k for k in w0 if w0[k].is_floating_point()]
-        assert _worst_rel_error([ddp["state"][k] - w0[k] for k in keys],
-                                [single["state"][k] - w0[k] for k in keys]) < FULL_BATCH_RTOL
+        # the SGD step: the weight change (-lr * gradient, all parameters as one vector; per tensor, fp32 rounding
+        # of w - lr * g would dominate where a tensor's update is tiny) compared the same way
+        delta = lambda state: torch.cat([(state[k] - w0[k]).flatten() for k in w0 if w0[k].is_floating_point()])
+        assert _worst_rel_error([delta(ddp["state"])], [delta(single["state"])]) < FULL_BATCH_RTOL
     for key in w0:  # bitwise-identical replicas
         assert torch.equal(ddp_results[0][loss_name]["state"][key], ddp_results[1][loss_name]["state"][key])
     # the loss of a second forward of the global batch through the updated weights

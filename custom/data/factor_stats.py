@@ -31,6 +31,7 @@ def factor_statistics(dataset: Any, partition: Mapping[str, Sequence[int]] | Non
         f = dataset[i].get(key)
         if f is None:
             continue
+        f = f.detach().cpu().numpy() if hasattr(f, "detach") else f  # GPU-cached datasets hold CUDA tensors
         f = np.asarray(f, dtype=np.float64).reshape(-1)
         if np.isfinite(f).all():
             rows.append(f)

@@ -65,7 +65,7 @@ def forecast_subject(encoder_bundle: str, ode_dir: str, output_dir: str, subject
     target = np.asarray(sorted(float(t) for t in target_times), dtype=np.float64)
 
     vae, cfg = load_encoder(encoder_bundle, device)
-    model = load_model(ode_dir, device)
+    model = load_model(ode_dir, "cpu")  # the ODE is tiny: solve on the CPU, encode/decode on `device`
     tf = get_preprocessing(spacing=cfg.get("spacing", 1.875), spatial_size=cfg.get("spatial_size", (128, 128, 128)),
                            with_label=all("label" in s for s in scans), with_factors=True)
     data = [tf(dict(s)) for s in scans]

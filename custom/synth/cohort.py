@@ -74,7 +74,10 @@ class SubjectJob:
 
 def make_subject(job: SubjectJob) -> list[dict[str, object]]:
     """Generate, write and measure all timepoints of one subject; returns its cohort.csv rows."""
-    rng = np.random.default_rng(job.seed)
+    # two independent streams: ground truth (anatomy, growth, tumour) and scanner noise, so that image
+    # details never shift the ground-truth draws
+    streams = [np.random.SeedSequence(job.seed.entropy, spawn_key=job.seed.spawn_key + (k,)) for k in (0, 1)]
+    rng, scan_rng = (np.random.default_rng(s) for s in streams)
     maps = load_template_maps()
     centre = maps.centre
     shape, affine = output_grid(job.spacing, centre)
@@ -132,7 +135,7 @@ def make_subject(job: SubjectJob) -> list[dict[str, object]]:
         brain = tissues["brain"] > 0.5
         seg = paint_edema(seg, tissues["brain"], tissues["wm"], job.spacing, edema_k * radius, edema_noise)
         foreground = brain | tumour
-        images = synthesize(rng, tissues, seg, foreground, axes, centre)
+        images = synthesize(scan_rng, tissues, seg, foreground, axes, centre)
 
         cid = case_id(job.index, tp)
         folder = pathlib.Path(job.out_dir) / cid
