@@ -275,6 +275,10 @@ def test_torchrun_bundle_smoke(bundle: str, tiny_cohort: Path, tmp_path: Path) -
     if bundle == "dipvae":
         cmd += ["--lambda_start_epoch", "0"]  # the penalty (and its all-gather) is active in the smoke run
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # Known flake (about 1 run in 5 on a loaded 2-core host): a gloo rank aborts during interpreter teardown
+        # *after* training, validation and checkpointing completed. Rerun once; a real failure fails twice.
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1]  # one writer: rank 0

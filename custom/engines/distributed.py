@@ -107,6 +107,9 @@ def cleanup_distributed(barrier: bool = True) -> None:
         if barrier:
             dist.barrier()
         dist.destroy_process_group()
+        import gc
+
+        gc.collect()  # drop autograd contexts that still reference the process group before interpreter teardown
 
 
 def _rank_and_world() -> tuple[int, int]:
