@@ -79,3 +79,20 @@ def test_inference_writes_reconstruction_in_input_geometry(trained: dict[str, Pa
     assert rec.shape[:3] == src.shape[:3]
     np.testing.assert_allclose(rec.affine, src.affine, atol=1e-3)
     assert len(json.loads(latents[0].read_text())["mu"]) == 16
+
+
+def test_ckpt_export_traced_matches_eager(trained: dict[str, Path], tmp_path: Path) -> None:
+    from custom.networks import ReconstructionNet, ResNetVAE
+
+    ts = tmp_path / "model.ts"
+    run_bundle("ckpt_export", "network", "--filepath", str(ts), "--ckpt_file", str(trained["models"] / "model.pt"),
+               "--meta_file", str(CFG / "metadata.json"), "--config_file", str(CFG / "inference.json"),
+               "--use_trace", "True", "--input_shape", "[1,4,32,32,32]", "--spatial_size", "[32,32,32]",
+               "--z_dim", "16", "--bundle_root", str(BUNDLE))
+    vae = ResNetVAE(spatial_size=32, z_dim=16)
+    vae.load_state_dict(torch.load(trained["models"] / "model.pt", map_location="cpu", weights_only=True))
+    eager = ReconstructionNet(vae).eval()
+    traced = torch.jit.load(str(ts)).eval()
+    x = torch.randn(2, 4, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), eager(x), rtol=1e-4, atol=1e-4)

@@ -15,36 +15,41 @@ from .vae import VAE3D
 __all__ = ["ReconstructionNet", "EncoderNet", "DecoderNet"]
 
 
-class ReconstructionNet(nn.Module):
-    """``x -> decode(mu(x))``: the deterministic (posterior-mean) reconstruction, shape like ``x``."""
+class _VAEView(nn.Module):
+    """Base of the wrappers: holds the VAE as ``self.vae`` and loads either state-dict layout.
+
+    ``models/model.pt`` holds the bare VAE's weights (``encoder.*``, ``decoder.*``); ``load_state_dict`` adds the
+    ``vae.`` prefix when it is missing, so ``monai.bundle ckpt_export network ...`` can load model.pt into a wrapper.
+    """
 
     def __init__(self, vae: VAE3D) -> None:
         super().__init__()
         self.vae = vae
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
+        if state_dict and not any(k.startswith("vae.") for k in state_dict):
+            state_dict = {f"vae.{k}": v for k, v in state_dict.items()}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+class ReconstructionNet(_VAEView):
+    """``x -> decode(mu(x))``: the deterministic (posterior-mean) reconstruction, shape like ``x``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mu, _ = self.vae.encode(x)
         return self.vae.decode(mu)
 
 
-class EncoderNet(nn.Module):
+class EncoderNet(_VAEView):
     """``x -> cat([mu, logvar], dim=1)``, shape ``[B, 2Z]`` (split with ``out.chunk(2, dim=1)``)."""
-
-    def __init__(self, vae: VAE3D) -> None:
-        super().__init__()
-        self.vae = vae
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mu, logvar = self.vae.encode(x)
         return torch.cat([mu, logvar], dim=1)
 
 
-class DecoderNet(nn.Module):
+class DecoderNet(_VAEView):
     """``z -> x_hat``: decode latent codes ``[B, Z]`` (e.g. latent-ODE forecasts) to images."""
-
-    def __init__(self, vae: VAE3D) -> None:
-        super().__init__()
-        self.vae = vae
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(z)
