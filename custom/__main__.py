@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         fire.Fire(_commands(), command=argv, name="python -m custom")
-    except (UserFacingError, DataValidationError) as err:
+    except (UserFacingError, DataValidationError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
