@@ -16,9 +16,17 @@ def synth(out: str, subjects: int = 40, timepoints: int = 4, seed: int = 0, spac
 
 def datalist(data_dir: str, out: str, times: str | None = None, seed: int = 0, split: str = "0.7,0.15,0.15",
              skip_invalid: bool = False, require_seg: bool = False) -> str:
-    """Discover and validate a BraTS-MEN folder, then write a decathlon-style datalist JSON to ``out``."""
+    """Discover and validate a BraTS-MEN folder, then write a decathlon-style datalist JSON to ``out``.
+
+    Scan times come from ``times`` (CSV ``subject_id,timepoint,time_years``), or ``<data_dir>/times.csv`` when present.
+    """
+    from pathlib import Path
+
     from custom.data.cli import datalist as _datalist
 
+    if times is None and (Path(data_dir) / "times.csv").exists():
+        times = str(Path(data_dir) / "times.csv")
+        print(f"using scan times from {times}")
     return _datalist(data_dir=data_dir, out=out, times=times, seed=seed, split=split,
                      skip_invalid=skip_invalid, require_seg=require_seg)
 
