@@ -226,16 +226,16 @@ def _panel_quality(ax: plt.Axes, t: Table) -> None:
 
 
 def _panel_z0(ax: plt.Axes, t: Table) -> None:
-    """Panel 8: reconstruction MSE decoding from a sample z vs from the mean mu (posterior-noise ablation)."""
+    """Panel 8: reconstruction MSE decoding z = 0 vs the mean mu (the collapse ablation: equal means z is ignored)."""
     cols = [c for c in ("diag/recon_z0_mse", "diag/recon_mu_mse") if _has(t, c)]
     log = _wants_log(t, cols)
     if "diag/recon_z0_mse" in cols:
-        _plot(ax, t, "diag/recon_z0_mse", "decode z (sample)", positive=log, color="tab:orange")
+        _plot(ax, t, "diag/recon_z0_mse", "decode z = 0", positive=log, color="tab:orange")
     if "diag/recon_mu_mse" in cols:
         _plot(ax, t, "diag/recon_mu_mse", "decode μ (mean)", positive=log, color="tab:blue", linestyle="--")
     if log:
         ax.set_yscale("log")
-    _finish(ax, "z-sample vs μ reconstruction", "MSE")
+    _finish(ax, "z = 0 ablation vs μ reconstruction", "MSE (brain)")
 
 
 def _panel_specs(t: Table) -> list[Callable[[plt.Axes, Table], None]]:
@@ -267,7 +267,7 @@ def plot_dashboard(metrics_csv: str | Path, out_png: str | Path, title: str = ""
       5. active-unit fraction (count on a twin axis);
       6. linear-probe R^2 per factor (``probe/r2_*``, ylim [-0.1, 1]);
       7. validation SSIM and PSNR (twin axis);
-      8. reconstruction MSE from a posterior sample z vs from mu.
+      8. reconstruction MSE from z = 0 vs from mu (collapse ablation).
     Panels flow into a grid of at most 4 columns. A CSV with no known column yields a figure that
     says so rather than an error, so a training run never fails on its dashboard.
 
