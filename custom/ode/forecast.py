@@ -95,7 +95,7 @@ def forecast_subject(encoder_bundle: str, ode_dir: str, output_dir: str, subject
         for t, img in zip(target, images):
             mt = MetaTensor(img, meta=copy.deepcopy(dict(ref.meta)), applied_operations=copy.deepcopy(list(ref.applied_operations)))
             inv = tf.inverse({"image": mt})["image"]
-            name = f"{subject}_forecast_t{t:.2f}y"
+            name = f"{subject}_forecast_t{t:.2f}y".replace(".", "p")  # no dots: SaveImage treats them as suffixes
             inv.meta["filename_or_obj"] = name
             saver(inv, meta_data=inv.meta)
             written.append(str(out / f"{name}.nii.gz"))
