@@ -84,8 +84,10 @@ class ResNetVAE(VAE3D):
         decoder_channels: Sequence[int] = (256, 256, 128, 64, 32, 32),
         sbd_channels: Sequence[int] = (256, 128, 64, 32, 16),
         sbd_upsample_mode: str = "nearest",
+        decoder_base: int | None = 4,
     ) -> None:
         size = as_triple(spatial_size)
+        decoder_channels = decoder_channels_for(size, decoder_channels, decoder_base)
         encoder = ResNetEncoder3D(
             in_channels=in_channels,
             z_dim=z_dim,
@@ -123,3 +125,25 @@ class ResNetVAE(VAE3D):
         super().__init__(encoder, decoder)
         self.z_dim = int(z_dim)
         self.spatial_size = size
+
+
+def decoder_channels_for(size: Sequence[int], channels: Sequence[int], base: int | None) -> tuple[int, ...]:
+    """Trim the transposed-conv decoder so it always starts from ``base``^3 (4^3: "linear -> 256 x 4^3").
+
+    At 128^3 the default channels (256, 256, 128, 64, 32, 32) give five up-samplings from 4^3. At 32^3 the same
+    list would start from a single voxel (1^3), where GroupNorm and the first transposed convolutions see no
+    spatial layout and the decoder learned to ignore z in our CPU runs; keeping the 4^3 start drops the first
+    up-sampling blocks instead: (256, 64, 32, 32) at 32^3, (256, 128, 64, 32, 32) at 64^3. ``base=None`` keeps
+    the list as given.
+    """
+    channels = tuple(int(c) for c in channels)
+    if base is None:
+        return channels
+    smallest = min(int(s) for s in size)
+    n_up = 0
+    while base * 2 ** n_up < smallest:
+        n_up += 1
+    if base * 2 ** n_up != smallest or n_up < 1 or n_up > len(channels) - 1:
+        return channels
+    return (channels[0],) + channels[len(channels) - n_up:]
+
