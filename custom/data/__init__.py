@@ -1,1 +1,2 @@
-"""data."""
+"""Data layer: BraTS-MEN discovery, datalists, validation before training, MONAI preprocessing, segmentation factors,
+cached datasets (memory, disk or GPU)."""

@@ -1,1 +1,1 @@
-"""plots."""
+"""PNG figures: reconstructions, training dashboard, latent traversals, growth forecasts, one subject across time."""
