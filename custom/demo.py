@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: Sizes of the demo. ``cpu`` finishes in minutes on a 2-core laptop; ``gpu`` is the full 128^3 method.
 SIZES: dict[str, dict[str, Any]] = {
     "cpu": {"subjects": 20, "timepoints": 4, "synth_spacing": 7.5, "spacing": 7.5, "spatial_size": [32, 32, 32],
-            "z_dim": 32, "batch_size": 4, "vae_epochs": 100, "dip_epochs": 100, "lambda_start": 20, "lambda_warmup": 30,
+            "z_dim": 32, "batch_size": 4, "vae_epochs": 50, "dip_epochs": 50, "lambda_start": 10, "lambda_warmup": 15,
             "val_interval": 10, "ode_epochs": 300, "amp": False, "compile": False, "num_workers": 2, "growth": "fast"},
     "gpu": {"subjects": 48, "timepoints": 4, "synth_spacing": 1.875, "spacing": 1.875, "spatial_size": [128, 128, 128],
             "z_dim": 128, "batch_size": 8, "vae_epochs": 50, "dip_epochs": 50, "lambda_start": 10, "lambda_warmup": 15,
