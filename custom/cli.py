@@ -45,11 +45,12 @@ def demo(out: str = "runs/demo", size: str = "cpu", **overrides: Any) -> str:
     return run_demo(out=out, size=size, **overrides)
 
 
-def traverse(bundle: str, out: str, case: int = 0, steps: int = 7, span: float = 2.0, config: str | None = None) -> str:
-    """Latent traversal grid of a trained encoder bundle around one validation case's mu."""
+def traverse(bundle: str, out: str, datalist: str = "data/synthetic/datalist.json", split: str = "validation",
+             case: int = 0, steps: int = 7, span: float = 2.0) -> str:
+    """Latent traversal grid of a trained encoder bundle around one case's mu (network from models/model_config.json)."""
     from custom.traversal import traverse_bundle
 
-    return traverse_bundle(bundle=bundle, out=out, case=case, steps=steps, span=span, config=config)
+    return traverse_bundle(bundle=bundle, out=out, datalist=datalist, split=split, case=case, steps=steps, span=span)
 
 
 def export_bundle(bundle: str, out: str, model: str | None = None, **overrides: Any) -> str:

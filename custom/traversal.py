@@ -70,27 +70,30 @@ def write_traversal(vae: Any, mu_all: np.ndarray, out_png: str, partition: dict[
     return plot_traversal(images, out_png, coord_labels=labels, step_values=[f"{v:+.1f}σ" for v in values])
 
 
-def traverse_bundle(bundle: str, out: str, case: int = 0, steps: int = 7, span: float = 2.0,
-                    config: str | None = None, overrides: dict[str, Any] | None = None) -> str:
-    """CLI: evaluate a trained bundle's encoder on its validation split, then write the traversal PNG."""
-    from monai.bundle import ConfigParser
+def traverse_bundle(bundle: str, out: str, datalist: str = "data/synthetic/datalist.json", split: str = "validation",
+                    case: int = 0, steps: int = 7, span: float = 2.0) -> str:
+    """CLI: encode a split with a trained encoder bundle, then write the traversal PNG around one case.
 
-    cfg = ConfigParser()
-    cfg.read_config(config or str(Path(bundle) / "configs" / "train.json"))
-    cfg["bundle_root"] = bundle
-    for key, value in (overrides or {}).items():
-        cfg[key] = value
-    vae = cfg.get_parsed_content("network_raw")
-    device = cfg.get_parsed_content("device")
-    state = torch.load(Path(cfg.get_parsed_content("ckpt_dir")) / "model.pt", map_location=device, weights_only=True)
-    vae.load_state_dict(state)
-    loader = cfg.get_parsed_content("validate#dataloader")
+    The network is rebuilt from ``<bundle>/models/model_config.json`` (the sizes it was actually trained with,
+    through :func:`custom.ode.encode.load_encoder`), and the Exp3 partition, when there is one, from
+    ``models/latent_partition.json``.
+    """
+    import json
+
+    from custom.data.datalist import read_datalist
+    from custom.data.transforms import get_inference_preprocessing
+    from custom.ode.encode import load_encoder
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    vae, cfg = load_encoder(bundle, device)
+    transform = get_inference_preprocessing(spacing=cfg.get("spacing", 1.875),
+                                            spatial_size=cfg.get("spatial_size", (128, 128, 128)))
     mus = []
-    vae.eval()
     with torch.no_grad():
-        for batch in loader:
-            mu, _ = vae.encode(batch["image"].as_tensor().to(device))
-            mus.append(mu.float().cpu().numpy())
+        for item in read_datalist(datalist, split):
+            x = transform(dict(item))["image"]
+            mus.append(vae.encode(x.as_tensor()[None].to(device).float())[0].float().cpu().numpy())
     mu_all = np.concatenate(mus)
-    partition = cfg.get_parsed_content("partition") if "partition" in cfg else None
+    part_file = Path(bundle) / "models" / "latent_partition.json"
+    partition = json.loads(part_file.read_text()).get("partition") if part_file.exists() else None
     return write_traversal(vae, mu_all, out, partition=partition, case=case, steps=steps, span=span, device=device)

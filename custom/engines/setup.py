@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 from torch import nn
@@ -38,10 +37,3 @@ def prepare_network(network: nn.Module, device: torch.device | str, compile: boo
     if compile:
         network = torch.compile(network)
     return network
-
-
-def local_device() -> torch.device:
-    """``cuda:<LOCAL_RANK>`` under torchrun with GPUs, else ``cuda:0`` or the CPU."""
-    if torch.cuda.is_available():
-        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-    return torch.device("cpu")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from custom.utils import as_bool
+
 from .elbo import VAELoss
 
 __all__ = ["dip_covariance", "dip_penalty", "gather_for_dip", "DIPVAELoss"]
@@ -75,7 +77,7 @@ class DIPVAELoss(VAELoss):
         super().__init__(**kwargs)
         self.lambda_od = float(lambda_od)
         self.lambda_d = float(lambda_d)
-        self.gather = bool(gather)
+        self.gather = as_bool(gather)  # command-line overrides arrive as strings
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, lambda_od={self.lambda_od}, lambda_d={self.lambda_d}, gather={self.gather}"
