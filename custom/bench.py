@@ -421,13 +421,53 @@ def markdown_table(rows: Sequence[BenchRow]) -> str:
 
 
 def _notes(s: BenchSettings) -> list[str]:
-    notes = []
-    ode_step = [p for p in (REPO / "custom" / "ode").glob("*.py") if "train" in p.name or "step" in p.name]
-    if not ode_step:
-        notes.append("latent ODE step: skipped (custom/ode has no training step yet)")
-    else:
-        notes.append(f"latent ODE step: not benchmarked here ({', '.join(p.name for p in ode_step)} present)")
-    return notes
+    return ["latent_ode row: `vol/s` counts conditioning windows (subject trajectories) per second, not volumes; "
+            "one step = forward solve + backward + AdamW over all windows of a toy latent cohort of "
+            f"{ODE_SUBJECTS} subjects x 4 scans at z_dim = the encoders' (bundle train.json solver settings)"]
+
+
+#: subjects of the toy latent cohort the latent_ode row trains on
+ODE_SUBJECTS = 256
+
+
+def _bench_latent_ode(s: BenchSettings) -> BenchRow:
+    """One full-batch training step of the latent_ode bundle's model, with the solver settings of its train.json
+    (``solver``, ``step_size``, ``rtol``/``atol``, ``hidden``, ``k_obs``, ``learning_rate``), on
+    :func:`custom.ode.toy.make_toy_trajectories` latents of the encoders' width (128 on the GPU, 32 on the CPU)."""
+    from monai.bundle import ConfigParser
+
+    from custom.ode.data import build_trajectories, fit_latent_space, volume_index
+    from custom.ode.model import LatentODEForecaster
+    from custom.ode.toy import make_toy_trajectories
+    from custom.ode.train import _take, conditioning_windows, forecast_loss, store_latent_space
+
+    cfg = ConfigParser()
+    cfg.read_config(str(REPO / "bundles" / "latent_ode" / "configs" / "train.json"))
+    device = torch.device(s.device)
+    z_dim = 128 if s.spatial_size >= 128 else 32
+    traj = make_toy_trajectories(n_subjects=ODE_SUBJECTS, n_times=4, z_dim=z_dim, split_fractions=(1.0, 0.0))
+    space = fit_latent_space(traj)
+    tr = build_trajectories(traj, "train", space)
+    model = LatentODEForecaster(z_dim=z_dim, vol_index=volume_index(traj), hidden=int(cfg["hidden"]),
+                                method=str(cfg["solver"]), rtol=float(cfg["rtol"]), atol=float(cfg["atol"]),
+                                step_size=float(cfg["step_size"]), adjoint=bool(cfg["adjoint"]))
+    store_latent_space(model, space)
+    model.to(device)
+    batch, _ = conditioning_windows(tr, int(cfg["k_obs"]), True)
+    batch = _take(batch, torch.arange(len(batch.index)), device)
+    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["learning_rate"]))
+
+    def step() -> None:
+        loss = forecast_loss(model, batch, 1.0)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    times, wall, peak = _time_steps(step, device, s.warmup, s.steps)
+    row = BenchRow(config=f"latent_ode ({cfg['solver']}, h={cfg['step_size']})", batch=len(batch.index),
+                   compile=False)
+    _fill(row, len(batch.index), times, wall, peak, _count_flops(step))
+    return row
 
 
 def run_bench(mode: str = "cpu", out: str | None = None, **kwargs: Any) -> str:
@@ -489,6 +529,10 @@ def run_bench(mode: str = "cpu", out: str | None = None, **kwargs: Any) -> str:
             print(f"bench: {row.config} B={batch} compile={compile_}: {row.status} "
                   f"vol/s={row.vols_per_s} ({row.seconds:.0f} s)", flush=True)
             _release(device)
+    try:
+        rows.append(_bench_latent_ode(s))
+    except Exception as err:  # noqa: BLE001 - reported, not fatal
+        rows.append(BenchRow("latent_ode", 0, False, status=_failure(err)))
     _ratios(rows)
     report = _report(s, env, rows, notes)
     target = out or os.environ.get("OUT")

@@ -25,9 +25,9 @@ SIZES: dict[str, dict[str, Any]] = {
     "cpu": {"subjects": 20, "timepoints": 4, "synth_spacing": 7.5, "spacing": 7.5, "spatial_size": [32, 32, 32],
             "z_dim": 32, "batch_size": 4, "vae_epochs": 50, "dip_epochs": 50, "lambda_start": 10, "lambda_warmup": 15,
             "val_interval": 10, "ode_epochs": 300, "amp": False, "compile": False, "num_workers": 2, "growth": "fast"},
-    "gpu": {"subjects": 48, "timepoints": 4, "synth_spacing": 1.875, "spacing": 1.875, "spatial_size": [128, 128, 128],
-            "z_dim": 128, "batch_size": 8, "vae_epochs": 50, "dip_epochs": 50, "lambda_start": 10, "lambda_warmup": 15,
-            "val_interval": 10, "ode_epochs": 400, "amp": True, "compile": True, "num_workers": 8, "growth": "fast"},
+    "gpu": {"subjects": 80, "timepoints": 4, "synth_spacing": 1.875, "spacing": 1.875, "spatial_size": [128, 128, 128],
+            "z_dim": 128, "batch_size": 4, "vae_epochs": 80, "dip_epochs": 80, "lambda_start": 16, "lambda_warmup": 24,
+            "val_interval": 16, "ode_epochs": 400, "amp": True, "compile": True, "num_workers": 8, "growth": "fast"},
     "tiny": {"subjects": 6, "timepoints": 3, "synth_spacing": 7.5, "spacing": 7.5, "spatial_size": [32, 32, 32],
              "z_dim": 16, "batch_size": 2, "vae_epochs": 1, "dip_epochs": 1, "lambda_start": 1, "lambda_warmup": 1,
              "val_interval": 1, "ode_epochs": 20, "amp": False, "compile": False, "num_workers": 1, "growth": "fast"},
@@ -120,7 +120,7 @@ class Demo:
         p = self.p
         cmd = [sys.executable, "-m", "custom", "synth", "--out", str(self.cohort), "--subjects", str(p["subjects"]),
                "--timepoints", str(p["timepoints"]), "--seed", "0", "--spacing", str(p["synth_spacing"]),
-               "--workers", str(max(1, min(8, os.cpu_count() or 1))), "--growth", p["growth"]]
+               "--workers", str(max(1, os.cpu_count() or 1)), "--growth", p["growth"]]
         self._exec("cohort", cmd)
         subject = self._show_subject()
         self._exec("cohort_figure", [sys.executable, "-m", "custom", "show", "--data_dir", str(self.cohort),

@@ -46,7 +46,10 @@ def two_runs(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
 def _curves(out: Path) -> dict[str, list[str]]:
     with (out / "metrics.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
-    keys = [k for k in rows[0] if k.startswith("train_epoch/") or k == "val_epoch/loss"]
+    from custom.engines.handlers.epoch_stats import TIMING_METRICS
+
+    timing = {"train_epoch/" + name for name in TIMING_METRICS}  # wall-clock and memory differ between runs
+    keys = [k for k in rows[0] if (k.startswith("train_epoch/") and k not in timing) or k == "val_epoch/loss"]
     return {k: [r[k] for r in rows] for k in keys}
 
 

@@ -272,3 +272,14 @@ def test_supervised_loss_no_labelled_rows_is_zero_with_graph() -> None:
 def test_supervised_rejects_mismatched_groups() -> None:
     with pytest.raises(ValueError):
         PartitionSupervision({"vol": [0, 1]}, {"vol": [0]}, {})
+
+
+def test_supervised_loss_scale_multiplies_the_weighted_sum() -> None:
+    mu = torch.tensor([[1.0, 0.0, 0.0]])
+    factors = torch.tensor([[5.0, 2.0, 4.0]])
+    kw = dict(factor_mean=[3.0, 0.0, 0.0], factor_std=[2.0, 1.0, 2.0])
+    base = _supervision(**kw)(mu, factors)
+    scaled = _supervision(scale=64.0, **kw)(mu, factors)
+    # the per-group terms are unweighted and unscaled; only sup_loss = scale * sum_g w_g L_g changes
+    assert scaled["sup_loc"].item() == pytest.approx(base["sup_loc"].item())
+    assert scaled["sup_loss"].item() == pytest.approx(64.0 * base["sup_loss"].item())

@@ -167,3 +167,23 @@ def test_mig_drops_nan_factor_rows(codes):
     assert all(math.isfinite(v) for v in out["mig_per_factor"].values())
     assert out["mig_per_factor"]["sphericity"] > 0.7
     assert abs(out["mig_per_factor"]["sphericity"] - out["oracle_per_factor"]["sphericity"]) < 0.15
+
+
+def test_held_out_probe_scores_unseen_subjects() -> None:
+    """Fit on 30 subjects, score on 10 others: a code that contains the factor linearly (plus 20 nuisance
+    dimensions) scores R² near 1 - noise variance share; a code independent of the factor scores <= ~0."""
+    from custom.metrics.probes import held_out_probe_r2
+
+    rng = np.random.default_rng(3)
+    n_subj, per = 40, 4
+    groups = np.repeat(np.arange(n_subj), per)
+    f = rng.normal(size=(n_subj * per, 1))
+    nuisance = rng.normal(size=(n_subj * per, 20))
+    code = np.hstack([2.0 * f + 0.1 * rng.normal(size=f.shape), nuisance])
+    fit, test = groups < 30, groups >= 30
+    good = held_out_probe_r2(code[fit], f[fit], code[test], f[test], ["f"], groups_fit=groups[fit])
+    # expected R² = var(2f) / var(2f + 0.1 e) ~ 4 / 4.01
+    assert good["r2"]["f"] > 0.98
+    assert good["n_fit"]["f"] == 120 and good["n_test"]["f"] == 40
+    bad = held_out_probe_r2(nuisance[fit], f[fit], nuisance[test], f[test], ["f"], groups_fit=groups[fit])
+    assert bad["r2"]["f"] < 0.1

@@ -17,7 +17,7 @@ def _encoder_bundle(root: Path, seed: int) -> Path:
     models = root / "models"
     models.mkdir(parents=True, exist_ok=True)
     torch.save(ResNetVAE(spatial_size=32, z_dim=8).state_dict(), models / "model.pt")
-    (models / "model_config.json").write_text(json.dumps({"spatial_size": [32, 32, 32], "spacing": 7.5, "z_dim": 8}))
+    (models / "model_config.json").write_text(json.dumps({"spatial_size": [32, 32, 32], "spacing": 7.5, "z_dim": 8, "decoder_output_layer": "transposed"}))
     return root
 
 
@@ -40,3 +40,20 @@ def test_cache_reused_then_invalidated(tiny_cohort: Path, tmp_path: Path) -> Non
     second = torch.load(out, weights_only=False)
     assert second["inputs_key"] != first["inputs_key"]
     assert not torch.equal(second["mu"], first["mu"])
+
+
+def test_model_config_without_decoder_layer_rebuilds_the_legacy_decoder(tmp_path: Path) -> None:
+    """Encoders trained before ``decoder_output_layer`` was recorded load with their own (older) decoder layout."""
+    from custom.engines.handlers.model_config import LEGACY_DECODER, network_kwargs
+    from custom.ode.encode import load_encoder
+
+    legacy = ResNetVAE(spatial_size=32, z_dim=8, **LEGACY_DECODER)
+    models = tmp_path / "enc" / "models"
+    models.mkdir(parents=True)
+    torch.save(legacy.state_dict(), models / "model.pt")
+    (models / "model_config.json").write_text(json.dumps({"spatial_size": [32, 32, 32], "z_dim": 8}))
+    vae, _ = load_encoder(str(tmp_path / "enc"))
+    assert isinstance(vae.decoder.out, torch.nn.Conv3d)  # the 3x3x3 output convolution of the old layout
+    assert network_kwargs({"z_dim": 8, "decoder_output_layer": "transposed"}) == {
+        "z_dim": 8, "decoder_output_layer": "transposed"}
+    assert network_kwargs({}) == {}

@@ -16,7 +16,7 @@ class PartitionSupervision(nn.Module):
     For each group g (e.g. ``"vol"``, ``"loc"``, ``"shape"``) with latent coordinates P_g and factor columns F_g:
 
         L_g = mean_{b in labelled_g} || mu[b, P_g] - (f[b, F_g] - m[F_g]) / s[F_g] ||^2,
-        sup_loss = sum_g w_g * L_g,
+        sup_loss = scale * sum_g w_g * L_g,
 
     the supervised latent-partition idea of the seed's Exp3 (``||z_vol - log V||^2``, ``||z_loc - c||^2``), akin to
     the partially supervised VAEs of Kingma et al. (2014) / Locatello et al. (2020, "Disentangling factors of
@@ -34,6 +34,9 @@ class PartitionSupervision(nn.Module):
         weights: group name -> weight w_g (groups missing here get weight 1).
         factor_mean: per-column means, or ``None``.
         factor_std: per-column standard deviations, or ``None``.
+        scale: multiplies ``sup_loss``. The reconstruction term is a sum over C x D x H x W voxels, so its pull on
+            mu grows with the image size; exp3.json sets ``scale = D H W / 32^3`` so that ``weights`` mean the same
+            balance at 32^3, 64^3 and 128^3 (weights 1000 at 128^3 without it left z_vol at R² 0.08).
 
     ``forward(mu [B, Z], factors [B, F])`` returns ``{"sup_loss", "sup_<group>" for each group}`` (unweighted L_g).
     """
@@ -45,6 +48,7 @@ class PartitionSupervision(nn.Module):
         weights: Mapping[str, float] | None = None,
         factor_mean: Sequence[float] | None = None,
         factor_std: Sequence[float] | None = None,
+        scale: float = 1.0,
     ) -> None:
         super().__init__()
         if set(partition) != set(factor_index):
@@ -53,6 +57,9 @@ class PartitionSupervision(nn.Module):
         unknown = set(weights) - set(partition)
         if unknown:
             raise ValueError(f"weights name unknown groups {sorted(unknown)}")
+        if not float(scale) > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.scale = float(scale)
         self.groups = tuple(partition)
         self.weights = {g: float(weights.get(g, 1.0)) for g in self.groups}
         for g in self.groups:
@@ -84,5 +91,5 @@ class PartitionSupervision(nn.Module):
             loss_g = (sq * labelled).sum() / labelled.sum().clamp(min=1)
             out[f"sup_{g}"] = loss_g
             total = total + self.weights[g] * loss_g
-        out["sup_loss"] = total
+        out["sup_loss"] = self.scale * total
         return out

@@ -18,11 +18,12 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
-from sklearn.model_selection import GroupKFold, GroupShuffleSplit, KFold, ShuffleSplit, cross_val_predict
+from sklearn.model_selection import (GridSearchCV, GroupKFold, GroupShuffleSplit, KFold, ShuffleSplit,
+                                     cross_val_predict)
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["check_code_and_factors", "train_test_indices", "linear_probe_r2", "single_latent_r2"]
+__all__ = ["check_code_and_factors", "train_test_indices", "linear_probe_r2", "held_out_probe_r2", "single_latent_r2"]
 
 
 def check_code_and_factors(
@@ -122,6 +123,62 @@ def linear_probe_r2(
         "n_splits": int(min(used)) if used else 0,
         "n_samples": n_samples,
     }
+
+
+
+#: ridge penalties searched (on standardised latents) by :func:`held_out_probe_r2`
+PROBE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))
+
+
+def held_out_probe_r2(
+    mu_fit: np.ndarray,
+    factors_fit: np.ndarray,
+    mu_test: np.ndarray,
+    factors_test: np.ndarray,
+    factor_names: Sequence[str],
+    groups_fit: Sequence | None = None,
+    alphas: Sequence[float] = PROBE_ALPHAS,
+    n_splits: int = 5,
+) -> dict:
+    """R^2 on held-out subjects of a ridge probe fitted on other subjects' latents.
+
+    The probe (standardise -> ridge) is fitted on ``(mu_fit, factors_fit)`` -- typically the training split's
+    encodings -- with the penalty chosen from ``alphas`` by ``GroupKFold`` cross-validation over ``groups_fit``
+    (subjects), then scored once on ``(mu_test, factors_test)``, subjects the encoder and the probe never saw.
+    With a 128-d code, fitting a probe inside a 7-subject test split (:func:`linear_probe_r2`) measures the
+    probe's sample size more than the code; this is the standard "train the readout on the training set,
+    report on the test set" protocol. R^2 = 1 - SS_res / SS_tot on the test rows (can be negative).
+
+    Returns ``{"r2": {name: float}, "alpha": {name: float}, "n_fit": {name: int}, "n_test": {name: int}}``;
+    NaN for a factor with fewer than 3 finite rows on either side.
+    """
+    mu_fit, factors_fit, names, g = check_code_and_factors(mu_fit, factors_fit, factor_names, groups_fit)
+    mu_test, factors_test, _, _ = check_code_and_factors(mu_test, factors_test, factor_names)
+    if mu_fit.shape[1] != mu_test.shape[1]:
+        raise ValueError(f"fit and test latents differ in width: {mu_fit.shape[1]} vs {mu_test.shape[1]}")
+    out: dict[str, dict] = {"r2": {}, "alpha": {}, "n_fit": {}, "n_test": {}}
+    for k, name in enumerate(names):
+        rf, rt = np.isfinite(factors_fit[:, k]), np.isfinite(factors_test[:, k])
+        out["n_fit"][name], out["n_test"][name] = int(rf.sum()), int(rt.sum())
+        if rf.sum() < 3 or rt.sum() < 3:
+            out["r2"][name], out["alpha"][name] = float("nan"), float("nan")
+            continue
+        x, y = mu_fit[rf], factors_fit[rf, k]
+        gk = g[rf] if g is not None else None
+        units = len(np.unique(gk)) if gk is not None else len(y)
+        folds = min(int(n_splits), units)
+        model = make_pipeline(StandardScaler(), Ridge())
+        if folds >= 2:
+            cv = GroupKFold(folds) if gk is not None else KFold(folds, shuffle=True, random_state=0)
+            search = GridSearchCV(model, {"ridge__alpha": list(alphas)}, cv=cv, scoring="r2")
+            search.fit(x, y, groups=gk)
+            model, alpha = search.best_estimator_, float(search.best_params_["ridge__alpha"])
+        else:
+            alpha = 1.0
+            model.fit(x, y)
+        out["r2"][name] = float(r2_score(factors_test[rt, k], model.predict(mu_test[rt])))
+        out["alpha"][name] = alpha
+    return out
 
 
 def single_latent_r2(mu: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -60,6 +60,12 @@ class ResNetVAE(VAE3D):
     int or a list (JSON). ``use_sbd`` switches the decoder to :class:`SpatialBroadcastDecoder3D` (the seed's
     ``model.use_sbd``). ``activation_checkpointing`` recomputes encoder stages / decoder blocks in the backward pass.
 
+    ``decoder_output_layer`` (transposed-conv decoder only, see :class:`ConvTransposeDecoder3D`): ``"transposed"``
+    (default) makes the decoder's last up-sampling its linear output layer, so no full-resolution multi-channel
+    feature map exists (fwd+bwd of one 128^3 volume ~505 -> ~370 GFLOP; the SBD is untouched). Networks trained
+    before this default are rebuilt with ``decoder_output_layer="conv"`` and ``decoder_channels=(256, 256, 128,
+    64, 32, 32)``. ``decoder_base`` keeps the decoder's 4^3 start at every size (:func:`decoder_channels_for`).
+
     Example:
         >>> vae = ResNetVAE(spatial_size=[32, 32, 32], z_dim=16)
         >>> x_hat, mu, logvar, z = vae(torch.zeros(2, 4, 32, 32, 32))
@@ -81,13 +87,14 @@ class ResNetVAE(VAE3D):
         sbd_coords_every_stage: bool = False,
         activation_checkpointing: bool = False,
         head_channels: int = 32,
-        decoder_channels: Sequence[int] = (256, 256, 128, 64, 32, 32),
+        decoder_channels: Sequence[int] = (256, 256, 128, 64, 32),
         sbd_channels: Sequence[int] = (256, 128, 64, 32, 16),
         sbd_upsample_mode: str = "nearest",
         decoder_base: int | None = 4,
+        decoder_output_layer: str = "transposed",
     ) -> None:
         size = as_triple(spatial_size)
-        decoder_channels = decoder_channels_for(size, decoder_channels, decoder_base)
+        decoder_channels = decoder_channels_for(size, decoder_channels, decoder_base, decoder_output_layer)
         encoder = ResNetEncoder3D(
             in_channels=in_channels,
             z_dim=z_dim,
@@ -121,29 +128,38 @@ class ResNetVAE(VAE3D):
                 channels=decoder_channels,
                 num_groups=num_groups,
                 activation_checkpointing=activation_checkpointing,
+                output_layer=decoder_output_layer,
             )
         super().__init__(encoder, decoder)
         self.z_dim = int(z_dim)
         self.spatial_size = size
 
 
-def decoder_channels_for(size: Sequence[int], channels: Sequence[int], base: int | None) -> tuple[int, ...]:
-    """Trim the transposed-conv decoder so it always starts from ``base``^3 (4^3: "linear -> 256 x 4^3").
+def decoder_channels_for(
+    size: Sequence[int], channels: Sequence[int], base: int | None, output_layer: str = "transposed"
+) -> tuple[int, ...]:
+    """Trim the transposed-conv decoder's ``channels`` so it always starts from ``base``^3 (4^3: "linear -> 256 x 4^3").
 
-    At 128^3 the default channels (256, 256, 128, 64, 32, 32) give five up-samplings from 4^3. At 32^3 the same
-    list would start from a single voxel (1^3), where GroupNorm and the first transposed convolutions see no
-    spatial layout and the decoder learned to ignore z in our CPU runs; keeping the 4^3 start drops the first
-    up-sampling blocks instead: (256, 64, 32, 32) at 32^3, (256, 128, 64, 32, 32) at 64^3. ``base=None`` keeps
-    the list as given.
+    The number of up-samplings from ``base``^3 to the smallest side ``s`` is n_up = log2(s / base); the decoder
+    has n_up - 1 normal blocks with ``output_layer="transposed"`` (its output ConvTranspose3d is the last
+    up-sampling) and n_up with ``"conv"``. The first entry (the initial volume's channels) is kept and the *last*
+    ``blocks`` entries follow it: ``(channels[0],) + channels[len(channels) - blocks:]``.
+
+    Why: at 32^3 the full 128^3 list would start from a single voxel (1^3), where GroupNorm and the first
+    transposed convolutions see no spatial layout and the decoder learned to ignore z in our CPU runs. With the
+    default ``(256, 256, 128, 64, 32)`` and ``"transposed"``: (256, 64, 32) at 32^3 (3 up-samplings), (256, 128,
+    64, 32) at 64^3, the full list at 128^3. With ``"conv"`` and ``(256, 256, 128, 64, 32, 32)``: (256, 64, 32,
+    32) at 32^3, as before the ``"transposed"`` default. ``base=None``, a size that is not ``base`` times a power
+    of two, or a list too short for n_up keeps the list as given.
     """
     channels = tuple(int(c) for c in channels)
     if base is None:
         return channels
     smallest = min(int(s) for s in size)
     n_up = 0
-    while base * 2 ** n_up < smallest:
+    while base * 2**n_up < smallest:
         n_up += 1
-    if base * 2 ** n_up != smallest or n_up < 1 or n_up > len(channels) - 1:
+    blocks = n_up - 1 if output_layer == "transposed" else n_up
+    if base * 2**n_up != smallest or n_up < 1 or blocks > len(channels) - 1:
         return channels
-    return (channels[0],) + channels[len(channels) - n_up:]
-
+    return (channels[0],) + channels[len(channels) - blocks:]

@@ -59,7 +59,7 @@ def read_truth(cohort_csv: str | Path) -> dict[str, dict[str, Any]]:
 
 def load_encoder(encoder_bundle: str, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a trained encoder bundle's VAE from ``models/model_config.json`` and load ``models/model.pt``."""
-    from custom.engines.handlers.model_config import read_model_config
+    from custom.engines.handlers.model_config import network_kwargs, read_model_config
     from custom.networks import ResNetVAE
 
     models = Path(encoder_bundle) / "models"
@@ -67,8 +67,7 @@ def load_encoder(encoder_bundle: str, device: torch.device | str = "cpu") -> tup
     if not weights.exists():
         raise FileNotFoundError(f"encoder bundle {encoder_bundle} has no trained weights at {weights}: train it first")
     cfg = read_model_config(str(models))
-    kwargs = {k: cfg[k] for k in ("spatial_size", "z_dim", "use_sbd", "posterior_logvar_min", "sbd_coords_every_stage")
-              if k in cfg}
+    kwargs = network_kwargs(cfg)
     vae = ResNetVAE(**kwargs)
     vae.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return vae.to(device).eval(), cfg

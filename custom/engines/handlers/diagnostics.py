@@ -6,7 +6,10 @@ Collects the evaluation step's per-sample outputs over a whole pass, then comput
 * ``val_epoch/*``: loss at beta = 1 (recon + KL), MSE from mu, per-modality SSIM/PSNR in the brain mask;
 * ``diag/*``: active units (Burda et al. 2015), KL against the free-bits floor, mu variance, logvar mean,
   z std, reconstruction from mu vs z = 0 vs a sample (:func:`custom.metrics.collapse.collapse_summary`);
-* ``probe/r2_*``: cross-validated linear probes from mu to the segmentation factors, folds by subject;
+* ``probe/r2_*``: linear probes from mu to the segmentation factors. With ``probe_fit_latents`` (evaluate.json
+  encodes the training split first) the probe is fitted on those latents and scored on this pass's subjects,
+  which neither the encoder nor the probe saw; the within-pass cross-validated probe (folds by subject) is then
+  ``probe_cv/r2_*``. Without it, ``probe/r2_*`` is the cross-validated probe (validation during training);
 * optionally (``disentanglement=True``, used by ``evaluate.json``) DCI, SAP, MIG with oracle and null,
   Gaussian total correlation and the off-diagonal covariance of mu.
 
@@ -41,11 +44,14 @@ class ValidationDiagnostics:
         metrics_json: write all scalar results there at the end of every pass (evaluate.json uses it).
         latents_out: write mu, logvar, factors and ids to this ``.npz`` (evaluate.json uses it).
         min_probe_subjects: minimum number of labelled subjects to fit probes.
+        probe_fit_latents: ``.npz`` written by another pass's ``latents_out`` (mu, factors, subject_id) to fit the
+            probes on; this pass then only scores them (held-out protocol).
     """
 
     def __init__(self, free_bits: float = 0.0, probes: bool = True, disentanglement: bool = False,
                  partition: dict[str, list[int]] | None = None, metrics_json: str | None = None,
-                 latents_out: str | None = None, min_probe_subjects: int = 4) -> None:
+                 latents_out: str | None = None, min_probe_subjects: int = 4,
+                 probe_fit_latents: str | None = None) -> None:
         self.free_bits = float(free_bits)
         self.probes = probes
         self.disentanglement = disentanglement
@@ -53,6 +59,7 @@ class ValidationDiagnostics:
         self.metrics_json = metrics_json
         self.latents_out = latents_out
         self.min_probe_subjects = int(min_probe_subjects)
+        self.probe_fit_latents = probe_fit_latents
         self._rows: list[dict[str, Any]] = []
 
     def attach(self, engine: Engine) -> None:
@@ -67,6 +74,23 @@ class ValidationDiagnostics:
         out = engine.state.output
         if isinstance(out, dict):
             self._rows.append(out)
+
+    def _held_out_probe(self, mu: np.ndarray, factors: np.ndarray) -> dict[str, float] | None:
+        """R² per factor of a probe fitted on ``probe_fit_latents`` and scored on ``(mu, factors)``."""
+        if not self.probe_fit_latents:
+            return None
+        path = Path(self.probe_fit_latents)
+        if not path.exists():
+            logger.warning("probe_fit_latents %s does not exist: probes are cross-validated within this pass", path)
+            return None
+        from custom.metrics.probes import held_out_probe_r2
+        with np.load(path) as fit:
+            if fit["factors"].shape[1] != factors.shape[1] or fit["mu"].shape[1] != mu.shape[1]:
+                raise ValueError(f"{path}: latents/factors of another shape than this pass "
+                                 f"({fit['mu'].shape}, {fit['factors'].shape} vs {mu.shape}, {factors.shape})")
+            result = held_out_probe_r2(fit["mu"], fit["factors"], mu, factors, list(FACTOR_NAMES),
+                                       groups_fit=fit["subject_id"])
+        return result["r2"]
 
     # ------------------------------------------------------------------
     def _compute(self, engine: Engine) -> None:
@@ -108,10 +132,15 @@ class ValidationDiagnostics:
         if self.probes and labelled and n_subj >= self.min_probe_subjects:
             from custom.metrics.probes import linear_probe_r2
             probe = linear_probe_r2(mu, factors, list(FACTOR_NAMES), groups=subjects)["r2"]
-            for name in FACTOR_NAMES:
-                if name in probe:
-                    m[f"probe/r2_{name}"] = float(probe[name])
-            m["probe/r2_centroid"] = float(np.nanmean([probe.get(f"centroid_{a}", np.nan) for a in "xyz"]))
+            held_out = self._held_out_probe(mu, factors)
+            prefix = "probe_cv/" if held_out is not None else "probe/"
+            for group, values in ((prefix, probe), ("probe/", held_out)):
+                if values is None:
+                    continue
+                for name in FACTOR_NAMES:
+                    if name in values:
+                        m[f"{group}r2_{name}"] = float(values[name])
+                m[f"{group}r2_centroid"] = float(np.nanmean([values.get(f"centroid_{a}", np.nan) for a in "xyz"]))
             if self.partition:
                 m.update(_partition_r2(mu, factors, self.partition))
         if self.disentanglement and labelled and n_subj >= self.min_probe_subjects:
@@ -155,6 +184,17 @@ def _partition_r2(mu: np.ndarray, factors: np.ndarray, partition: dict[str, list
             ok = np.isfinite(factors[:, j])
             if ok.sum() > 2:
                 out[f"partition/r2_{fname}"] = float(single_latent_r2(mu[ok][:, [coord]], factors[ok, j])[0])
+    vol = partition.get("vol", [])
+    j = FACTOR_NAMES.index("log_volume")
+    ok = np.isfinite(factors[:, j])
+    if vol and ok.sum() > 2:
+        # "no other single latent predicts log-volume better than z_vol": the best of all other coordinates
+        r2 = single_latent_r2(mu[ok], factors[ok, j])
+        others = [k for k in range(mu.shape[1]) if k not in set(vol)]
+        best = max(others, key=lambda k: r2[k]) if others else None
+        if best is not None:
+            out["partition/best_other_r2_log_volume"] = float(r2[best])
+            out["partition/best_other_coord_log_volume"] = float(best)
     return out
 
 

@@ -36,3 +36,21 @@ def read_model_config(bundle_or_model_dir: str) -> dict[str, Any]:
         if cand.exists():
             return json.loads(cand.read_text())
     return {}
+
+
+#: the transposed-conv decoder of networks trained before ``decoder_output_layer`` existed (model configs without it)
+LEGACY_DECODER = {"decoder_output_layer": "conv", "decoder_channels": (256, 256, 128, 64, 32, 32)}
+
+
+def network_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """:class:`custom.networks.ResNetVAE` keyword arguments recorded in a model config.
+
+    A config written before ``decoder_output_layer`` was recorded describes the older decoder (a 3x3x3 output
+    convolution after a full-resolution block), so it gets :data:`LEGACY_DECODER`.
+    """
+    keys = ("spatial_size", "z_dim", "use_sbd", "posterior_logvar_min", "sbd_coords_every_stage",
+            "decoder_output_layer")
+    kwargs = {k: cfg[k] for k in keys if k in cfg}
+    if cfg and "decoder_output_layer" not in cfg:
+        kwargs.update(LEGACY_DECODER)
+    return kwargs
