@@ -187,3 +187,23 @@ def test_held_out_probe_scores_unseen_subjects() -> None:
     assert good["n_fit"]["f"] == 120 and good["n_test"]["f"] == 40
     bad = held_out_probe_r2(nuisance[fit], f[fit], nuisance[test], f[test], ["f"], groups_fit=groups[fit])
     assert bad["r2"]["f"] < 0.1
+
+
+def test_dci_and_sap_accept_an_explicit_train_test_split() -> None:
+    """With split=(fit rows, test rows) the regressors see only the fit rows: a code whose test rows carry no
+    information about the factor scores I <= ~0 even though its fit rows are perfect."""
+    from custom.metrics.dci import dci
+    from custom.metrics.sap import sap
+
+    rng = np.random.default_rng(5)
+    n_fit, n_test = 120, 40
+    f = rng.normal(size=(n_fit + n_test, 2))
+    code = np.hstack([f, rng.normal(size=(n_fit + n_test, 6))])
+    split = (np.arange(n_fit), np.arange(n_fit, n_fit + n_test))
+    good = dci(code, f, ["a", "b"], split=split)
+    assert good["informativeness"] > 0.95 and good["n_train"] == n_fit and good["n_test"] == n_test
+    broken = code.copy()
+    broken[n_fit:, :2] = rng.normal(size=(n_test, 2))  # test rows: the factor coordinates are noise
+    bad = dci(broken, f, ["a", "b"], split=split)
+    assert bad["informativeness"] < 0.1
+    assert sap(code, f, ["a", "b"], split=split)["sap"] > 0.9

@@ -89,8 +89,13 @@ def dci(
     seed: int = 0,
     test_size: float = 0.3,
     lasso_alpha: float | None = None,
+    split: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> dict:
     """DCI scores of a code ``mu [N, Z]`` for continuous factors ``[N, K]``.
+
+    ``split`` = (train rows, test rows) replaces the random subject-grouped split, e.g. the training split's
+    encodings stacked above held-out subjects' (evaluate.json does this, so I is measured on unseen subjects
+    with regressors fitted on many more samples than a split of the test set would leave).
 
     Args:
         mu: latents; factors: factor values (NaN rows dropped per factor); factor_names: K names.
@@ -106,7 +111,10 @@ def dci(
         "regressor", "n_train", "n_test"}``.
     """
     mu, factors, names, g = check_code_and_factors(mu, factors, factor_names, groups)
-    train, test = train_test_indices(len(mu), g, test_size=test_size, seed=seed)
+    if split is not None:
+        train, test = np.asarray(split[0], dtype=int), np.asarray(split[1], dtype=int)
+    else:
+        train, test = train_test_indices(len(mu), g, test_size=test_size, seed=seed)
     z, k = mu.shape[1], len(names)
     importance = np.zeros((z, k))
     info: dict[str, float] = {}

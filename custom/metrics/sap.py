@@ -37,10 +37,12 @@ def _heldout_r2_1d(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: n
 
 
 def sap_score_matrix(
-    mu: np.ndarray, factors: np.ndarray, groups: np.ndarray | None = None, seed: int = 0, test_size: float = 0.3
+    mu: np.ndarray, factors: np.ndarray, groups: np.ndarray | None = None, seed: int = 0, test_size: float = 0.3,
+    split: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """S [Z, K] of held-out 1-D linear R^2 (clipped to [0, 1]); NaN factor rows dropped per factor."""
-    train, test = train_test_indices(len(mu), groups, test_size=test_size, seed=seed)
+    """S [Z, K] of held-out 1-D linear R^2 (clipped to [0, 1]); NaN factor rows dropped per factor.
+    ``split`` = (train rows, test rows) replaces the random subject-grouped split."""
+    train, test = split if split is not None else train_test_indices(len(mu), groups, test_size=test_size, seed=seed)
     s = np.full((mu.shape[1], factors.shape[1]), np.nan)
     for k in range(factors.shape[1]):
         tr = train[np.isfinite(factors[train, k])]
@@ -57,8 +59,12 @@ def sap(
     groups: Sequence | None = None,
     seed: int = 0,
     test_size: float = 0.3,
+    split: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> dict:
     """SAP score of ``mu [N, Z]`` (Z >= 2) for continuous factors ``[N, K]``.
+
+    ``split`` = (train rows, test rows), e.g. training-split encodings then held-out subjects stacked in ``mu``;
+    by default one random subject-grouped split (``test_size``).
 
     Returns:
         ``{"sap": float, "sap_per_factor": {name: gap}, "best_latent": {name: int},
@@ -67,7 +73,8 @@ def sap(
     mu, factors, names, g = check_code_and_factors(mu, factors, factor_names, groups)
     if mu.shape[1] < 2:
         raise ValueError("SAP needs at least 2 latent dimensions.")
-    s = sap_score_matrix(mu, factors, g, seed=seed, test_size=test_size)
+    rows = None if split is None else (np.asarray(split[0], dtype=int), np.asarray(split[1], dtype=int))
+    s = sap_score_matrix(mu, factors, g, seed=seed, test_size=test_size, split=rows)
     gaps: dict[str, float] = {}
     best: dict[str, int] = {}
     for k, name in enumerate(names):

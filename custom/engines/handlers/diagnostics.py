@@ -75,22 +75,29 @@ class ValidationDiagnostics:
         if isinstance(out, dict):
             self._rows.append(out)
 
-    def _held_out_probe(self, mu: np.ndarray, factors: np.ndarray) -> dict[str, float] | None:
-        """R² per factor of a probe fitted on ``probe_fit_latents`` and scored on ``(mu, factors)``."""
+    def _fit_latents(self, mu: np.ndarray, factors: np.ndarray) -> dict[str, np.ndarray] | None:
+        """``probe_fit_latents`` as arrays (mu, factors, subject_id), or None when not configured/written."""
         if not self.probe_fit_latents:
             return None
         path = Path(self.probe_fit_latents)
         if not path.exists():
             logger.warning("probe_fit_latents %s does not exist: probes are cross-validated within this pass", path)
             return None
-        from custom.metrics.probes import held_out_probe_r2
         with np.load(path) as fit:
-            if fit["factors"].shape[1] != factors.shape[1] or fit["mu"].shape[1] != mu.shape[1]:
-                raise ValueError(f"{path}: latents/factors of another shape than this pass "
-                                 f"({fit['mu'].shape}, {fit['factors'].shape} vs {mu.shape}, {factors.shape})")
-            result = held_out_probe_r2(fit["mu"], fit["factors"], mu, factors, list(FACTOR_NAMES),
-                                       groups_fit=fit["subject_id"])
-        return result["r2"]
+            out = {k: fit[k] for k in ("mu", "factors", "subject_id")}
+        if out["factors"].shape[1] != factors.shape[1] or out["mu"].shape[1] != mu.shape[1]:
+            raise ValueError(f"{path}: latents/factors of another shape than this pass "
+                             f"({out['mu'].shape}, {out['factors'].shape} vs {mu.shape}, {factors.shape})")
+        return out
+
+    def _held_out_probe(self, mu: np.ndarray, factors: np.ndarray) -> dict[str, float] | None:
+        """R² per factor of a probe fitted on ``probe_fit_latents`` and scored on ``(mu, factors)``."""
+        fit = self._fit_latents(mu, factors)
+        if fit is None:
+            return None
+        from custom.metrics.probes import held_out_probe_r2
+        return held_out_probe_r2(fit["mu"], fit["factors"], mu, factors, list(FACTOR_NAMES),
+                                 groups_fit=fit["subject_id"])["r2"]
 
     # ------------------------------------------------------------------
     def _compute(self, engine: Engine) -> None:
@@ -144,7 +151,7 @@ class ValidationDiagnostics:
             if self.partition:
                 m.update(_partition_r2(mu, factors, self.partition))
         if self.disentanglement and labelled and n_subj >= self.min_probe_subjects:
-            extra = _disentanglement(mu, factors, subjects)
+            extra = _disentanglement(mu, factors, subjects, self._fit_latents(mu, factors))
             for key, value in extra.items():
                 if isinstance(value, (int, float)):
                     m[key] = float(value)
@@ -198,7 +205,10 @@ def _partition_r2(mu: np.ndarray, factors: np.ndarray, partition: dict[str, list
     return out
 
 
-def _disentanglement(mu: np.ndarray, factors: np.ndarray, subjects: list[str]) -> dict[str, Any]:
+def _disentanglement(mu: np.ndarray, factors: np.ndarray, subjects: list[str],
+                     fit: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """DCI, SAP (regressors fitted on ``fit`` -- the training split's encodings -- when given, else on a
+    subject-grouped split of this pass), MIG with oracle and null, total correlation and covariance of mu."""
     from custom.metrics.covariance import offdiag_covariance
     from custom.metrics.dci import dci
     from custom.metrics.mig import mig_with_references
@@ -209,11 +219,20 @@ def _disentanglement(mu: np.ndarray, factors: np.ndarray, subjects: list[str]) -
     mu_l, f_l, g_l = mu[ok], factors[ok], [s for s, k in zip(subjects, ok) if k]
     names = list(FACTOR_NAMES)
     out: dict[str, Any] = {}
-    d = dci(mu_l, f_l, names, groups=g_l)
+    split = None
+    if fit is not None:
+        ok_fit = np.isfinite(fit["factors"]).all(axis=1)
+        n_fit = int(ok_fit.sum())
+        mu_l = np.vstack([fit["mu"][ok_fit], mu_l])
+        f_l = np.vstack([fit["factors"][ok_fit], f_l])
+        g_l = [str(s) for s in fit["subject_id"][ok_fit]] + [str(s) for s in g_l]
+        split = (np.arange(n_fit), np.arange(n_fit, len(mu_l)))
+        out["dci/protocol"] = "fit on the training split, scored on this split"
+    d = dci(mu_l, f_l, names, groups=g_l, split=split)
     out.update({f"dci/{k}": v for k, v in d.items()})
-    s = sap(mu_l, f_l, names, groups=g_l)
+    s = sap(mu_l, f_l, names, groups=g_l, split=split)
     out.update({f"sap/{k}": v for k, v in s.items()})
-    mg = mig_with_references(mu_l, f_l, names)
+    mg = mig_with_references(mu[ok], factors[ok], names)  # MIG fits nothing: this split only
     out.update({f"mig/{k}": v for k, v in mg.items()})
     out["tc/gaussian_total_correlation"] = float(gaussian_total_correlation(mu))
     out.update({f"cov/{k}": v for k, v in offdiag_covariance(mu).items()})
