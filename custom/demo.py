@@ -22,15 +22,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: Sizes of the demo. ``cpu`` finishes in minutes on a 2-core laptop; ``gpu`` is the full 128^3 method.
 SIZES: dict[str, dict[str, Any]] = {
-    "cpu": {"subjects": 20, "timepoints": 4, "synth_spacing": 7.5, "spacing": 7.5, "spatial_size": [32, 32, 32],
-            "z_dim": 32, "batch_size": 4, "vae_epochs": 50, "dip_epochs": 50, "lambda_start": 10, "lambda_warmup": 15,
-            "val_interval": 10, "ode_epochs": 300, "amp": False, "compile": False, "num_workers": 2, "growth": "fast"},
-    "gpu": {"subjects": 80, "timepoints": 4, "synth_spacing": 1.875, "spacing": 1.875, "spatial_size": [128, 128, 128],
+    "cpu": {"subjects": 32, "timepoints": 4, "synth_spacing": 7.5, "spacing": 7.5, "spatial_size": [32, 32, 32],
+            "z_dim": 32, "batch_size": 4, "vae_epochs": 60, "dip_epochs": 60, "lambda_start": 12, "lambda_warmup": 18,
+            "val_interval": 10, "ode_epochs": 300, "amp": False, "compile": False, "num_workers": 2, "growth": "fast",
+            "checkpoint_interval": 10},
+    "gpu": {"subjects": 64, "timepoints": 4, "synth_spacing": 1.875, "spacing": 1.875, "spatial_size": [128, 128, 128],
             "z_dim": 128, "batch_size": 4, "vae_epochs": 80, "dip_epochs": 80, "lambda_start": 16, "lambda_warmup": 24,
-            "val_interval": 16, "ode_epochs": 400, "amp": True, "compile": True, "num_workers": 8, "growth": "fast"},
+            "val_interval": 20, "ode_epochs": 400, "amp": True, "compile": True, "num_workers": 8, "growth": "fast",
+            "checkpoint_interval": 10},
     "tiny": {"subjects": 6, "timepoints": 3, "synth_spacing": 7.5, "spacing": 7.5, "spatial_size": [32, 32, 32],
              "z_dim": 16, "batch_size": 2, "vae_epochs": 1, "dip_epochs": 1, "lambda_start": 1, "lambda_warmup": 1,
-             "val_interval": 1, "ode_epochs": 20, "amp": False, "compile": False, "num_workers": 1, "growth": "fast"},
+             "val_interval": 1, "ode_epochs": 20, "amp": False, "compile": False, "num_workers": 1, "growth": "fast",
+             "checkpoint_interval": 1},
 }
 
 
@@ -102,7 +105,7 @@ class Demo:
             dataset_dir=str(self.cohort), output_dir=str(run), ckpt_dir=str(run / "models"), epochs=epochs,
             val_interval=p["val_interval"], spatial_size=p["spatial_size"], spacing=p["spacing"], z_dim=p["z_dim"],
             batch_size=p["batch_size"], amp=p["amp"], compile=p["compile"], num_workers=p["num_workers"],
-            figure_interval=max(1, epochs // p["val_interval"]), **extra)
+            figure_interval=max(1, epochs // p["val_interval"]), checkpoint_interval=p["checkpoint_interval"], **extra)
         self._exec(f"{name}_train", cmd, epochs_csv=run / "metrics.csv", total=epochs)
 
     def _evaluate_encoder(self, name: str, configs: list[str]) -> None:

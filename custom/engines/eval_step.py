@@ -82,8 +82,12 @@ class VAEEvalStep:
         if n_keep > 0:
             k = min(n_keep, x.shape[0])
             meta_affine = _affines(batchdata, k)
+            label = batchdata.get("label") if isinstance(batchdata, dict) else None
+            seg = None
+            if isinstance(label, torch.Tensor) and label.ndim == 5:
+                seg = [v[0] for v in label[:k].detach().cpu().numpy()]  # [X, Y, Z] each: the figures' slice centre
             out["kept"] = {"x": x[:k].cpu(), "x_hat": x_mu[:k].cpu(), "case_id": out["case_id"][:k],
-                           "affine": meta_affine}
+                           "affine": meta_affine, "seg": seg}
             engine.state._kept_images = int(getattr(engine.state, "_kept_images", 0)) + k
         return out
 

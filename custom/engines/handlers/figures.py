@@ -16,12 +16,16 @@ logger = logging.getLogger(__name__)
 class ReconstructionFigures:
     """Evaluator handler: input | reconstruction | |difference| PNGs and reconstruction NIfTIs.
 
-    Writes ``<out_dir>/recon_epoch####_<case>.png`` and ``..._recon.nii.gz`` (in the preprocessed
+    Writes ``<out_dir>/recon_epoch####_<case>.png`` (``recon_<tag>_<case>.png`` when ``tag`` is given, e.g.
+    by evaluate.json, whose evaluator has no training epoch) and ``..._recon.nii.gz`` (in the preprocessed
     geometry, with the MetaTensor affine) for the cases the eval step kept, every ``every``-th pass, and
-    adds the first panel to TensorBoard when a ``summary_writer`` is given.
+    adds the first panel to TensorBoard when a ``summary_writer`` is given. The three planes pass through
+    the tumour's centre of mass when the case has a segmentation (else the volume centre).
     """
 
-    def __init__(self, out_dir: str, every: int = 1, save_nifti: bool = True, summary_writer: Any = None) -> None:
+    def __init__(self, out_dir: str, every: int = 1, save_nifti: bool = True, summary_writer: Any = None,
+                 tag: str | None = None) -> None:
+        self.tag = tag
         self.out_dir = Path(out_dir)
         self.every = max(1, int(every))
         self.save_nifti = save_nifti
@@ -54,9 +58,13 @@ class ReconstructionFigures:
             for i, case in enumerate(kept["case_id"]):
                 x = kept["x"][i].numpy()
                 x_hat = kept["x_hat"][i].numpy()
-                stem = f"recon_epoch{epoch:04d}_{case}"
-                png = plot_reconstruction(x, x_hat, str(self.out_dir / f"{stem}.png"),
-                                          title=f"{case} - epoch {epoch} (reconstruction from mu)")
+                when = self.tag or f"epoch{epoch:04d}"
+                stem = f"recon_{when}_{case}"
+                segs = kept.get("seg")
+                seg = segs[i] if segs is not None and np.any(segs[i] > 0) else None
+                png = plot_reconstruction(x, x_hat, str(self.out_dir / f"{stem}.png"), seg=seg,
+                                          title=f"{case} - {self.tag or f'epoch {epoch}'} (reconstruction from mu; "
+                                                f"planes through {'the tumour' if seg is not None else 'the centre'})")
                 first_png = first_png or png
                 if self.save_nifti:
                     affine = kept["affine"][i] if kept["affine"][i] is not None else np.eye(4)
