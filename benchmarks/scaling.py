@@ -115,6 +115,14 @@ def _resolve_device(device: str) -> str:
     return device
 
 
+def _cohort_size(cohort: Path) -> str:
+    """"S subjects x T scans" read from the cohort's datalist (a reused cohort may differ from the arguments)."""
+    data = json.loads((cohort / "datalist.json").read_text())
+    items = [it for key in ("training", "validation", "test") for it in data.get(key, [])]
+    subjects = {it.get("subject_id") for it in items}
+    return f"cohort of {len(subjects)} subjects, {len(items)} scans"
+
+
 def prepare_cohort(out: Path, subjects: int, timepoints: int, spacing: float) -> Path:
     """``out/cohort`` with a synthetic cohort at ``spacing`` (generated once; reused when its datalist exists)."""
     cohort = out / "cohort"
@@ -331,8 +339,8 @@ def run_scaling(gpus: str | Sequence[int] = "1,2", bundles: str | Sequence[str] 
                 "spatial_size": spatial_size, "spacing": spacing, "batch_size_per_gpu": batch_size, "device": dev,
                 "amp": dev == "cuda", "overrides": overrides or {}, "warmup_epochs_dropped": warmup_epochs}
     notes = [
-        f"training volumes in the datalist: {_training_count(cohort)} (cohort {subjects} subjects x {timepoints} "
-        f"timepoints, generated or reused in {cohort_s:.1f} s); `vols/epoch` = steps x batch x N: "
+        f"training volumes in the datalist: {_training_count(cohort)} ({_cohort_size(cohort)}, "
+        f"generated or reused in {cohort_s:.1f} s); `vols/epoch` = steps x batch x N: "
         "DistributedSampler(even_divisible=True) pads the list to a multiple of N and drop_last drops each "
         "rank's incomplete batch",
         f"vol/s = median over epochs {warmup_epochs + 1}..{epochs} of train_epoch/volumes_per_s (local volumes x N "

@@ -157,3 +157,24 @@ def test_augmentation_is_mild_seeded_and_keeps_labels(item: dict) -> None:
     assert not torch.equal(first["image"], plain["image"])
     tumour = lambda lab: int(torch.isin(lab, torch.tensor([1, 3], dtype=lab.dtype)).sum())  # noqa: E731
     assert tumour(first["label"]) == pytest.approx(tumour(plain["label"]), rel=0.35)
+
+
+def test_gpu_cache_moves_to_the_device_before_the_first_random_transform() -> None:
+    """The cached (deterministic) prefix ends on the device; random augmentations then run there every epoch."""
+    from monai.transforms import Compose, Identityd, RandAffined
+
+    from custom.data.dataset import _to_device_before_random
+
+    class Mover:  # stands in for ToDeviced (no GPU on CI)
+        def __init__(self, keys, device, allow_missing_keys):
+            self.keys, self.device = keys, device
+
+        def __call__(self, d):
+            return d
+
+    chain = Compose([Identityd(keys="image"), RandAffined(keys=["image", "label"], prob=1.0), Identityd(keys="image")])
+    out = _to_device_before_random(chain, Mover, "cuda:0").transforms
+    assert isinstance(out[1], Mover) and isinstance(out[2], RandAffined)
+    assert set(out[1].keys) == {"image", "factors", "label"}  # the label is resampled with the image
+    plain = _to_device_before_random(Compose([Identityd(keys="image")]), Mover, "cuda:0").transforms
+    assert isinstance(plain[-1], Mover) and "label" not in plain[-1].keys

@@ -125,8 +125,7 @@ def make_dataset(datalist: str, split: str, transform: Compose, cache: str = "me
         if device is None or torch.device(device).type != "cuda":
             cache = "memory"
         else:
-            transform = Compose([*transform.transforms, ToDeviced(keys=["image", "factors"], device=device,
-                                                                    allow_missing_keys=True)])
+            transform = _to_device_before_random(transform, ToDeviced, device)
     if cache in ("memory", "gpu"):
         return CacheDataset(items, transform=transform, cache_rate=1.0, num_workers=max(1, int(num_workers)),
                             progress=False)
@@ -137,3 +136,19 @@ def make_dataset(datalist: str, split: str, transform: Compose, cache: str = "me
     if cache == "none":
         return Dataset(items, transform=transform)
     raise ValueError(f"cache must be 'memory', 'disk' or 'none', got {cache!r}")
+
+
+def _to_device_before_random(transform: Compose, to_device: Any, device: Any) -> Compose:
+    """Insert ``ToDeviced`` just before the first random transform (or at the end when there is none).
+
+    ``CacheDataset`` caches the output of the deterministic prefix, so the cache lives on the GPU and the random
+    augmentations (MONAI's ``RandAffined`` etc.) then run on the GPU tensors every epoch instead of on the CPU.
+    The label moves too when augmenting, so that image and label are resampled on the same device.
+    """
+    from monai.transforms import Randomizable
+
+    steps = list(transform.transforms)
+    first = next((i for i, t in enumerate(steps) if isinstance(t, Randomizable)), len(steps))
+    keys = ["image", "factors"] + (["label"] if first < len(steps) else [])
+    mover = to_device(keys=keys, device=device, allow_missing_keys=True)
+    return Compose(steps[:first] + [mover] + steps[first:])
