@@ -450,7 +450,8 @@ def _bench_latent_ode(s: BenchSettings) -> BenchRow:
     tr = build_trajectories(traj, "train", space)
     model = LatentODEForecaster(z_dim=z_dim, vol_index=volume_index(traj), hidden=int(cfg["hidden"]),
                                 method=str(cfg["solver"]), rtol=float(cfg["rtol"]), atol=float(cfg["atol"]),
-                                step_size=float(cfg["step_size"]), adjoint=bool(cfg["adjoint"]))
+                                step_size=float(cfg["step_size"]), adjoint=bool(cfg["adjoint"]),
+                                encoder_features=str(cfg["encoder_features"]))
     store_latent_space(model, space)
     model.to(device)
     batch, _ = conditioning_windows(tr, int(cfg["k_obs"]), True)

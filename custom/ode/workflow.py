@@ -31,7 +31,8 @@ def save_model(model: Any, model_dir: str | Path, extra: dict[str, Any] | None =
     d.mkdir(parents=True, exist_ok=True)
     cfg = {"z_dim": model.z_dim, "vol_index": model.vol_index, "hidden": model.dynamics.hidden if hasattr(model.dynamics, "hidden") else None,
            "method": model.method, "rtol": model.rtol, "atol": model.atol, "step_size": model.step_size,
-           "adjoint": bool(model.adjoint)}
+           "adjoint": bool(model.adjoint),
+           "encoder_features": getattr(model.param_encoder, "features", "volume")}
     cfg.update(extra or {})
     tmp = d / "model.pt.tmp"
     torch.save(model.state_dict(), tmp)
@@ -56,8 +57,11 @@ def train_and_evaluate(trajectories: str, output_dir: str, model_dir: str, k_obs
                        lr: float = 1e-2, weight_decay: float = 1e-2, method: str = "dopri5", adjoint: bool = False,
                        rtol: float = 1e-3, atol: float = 1e-4, step_size: float | None = None, hidden: int = 64,
                        seed: int = 0, device: str | torch.device = "cpu", eval_split: str = "test",
-                       n_plot: int = 12) -> dict[str, Any]:
+                       n_plot: int = 12, encoder_features: str = "all") -> dict[str, Any]:
     """Fit the latent ODE on the train split, score it and the baselines on ``eval_split``, save everything.
+
+    ``encoder_features``: latent coordinates the per-subject Gompertz parameter encoder reads ("all" or
+    "volume"; see :class:`~custom.ode.subject_params.SubjectParamEncoder`).
 
     Writes ``<output_dir>/metrics.json`` (the table ``method -> metrics`` plus headline numbers),
     ``metrics.csv`` (per-epoch history), ``growth.png`` and TensorBoard events; the weights go to
@@ -86,7 +90,8 @@ def train_and_evaluate(trajectories: str, output_dir: str, model_dir: str, k_obs
                                     weight_decay=float(weight_decay), method=str(method), adjoint=as_bool(adjoint),
                                     rtol=float(rtol), atol=float(atol),
                                     step_size=None if step_size in (None, "None", "null") else float(step_size),
-                                    hidden=int(hidden), seed=int(seed), device=device, log_fn=log_fn)
+                                    hidden=int(hidden), seed=int(seed), device=device, log_fn=log_fn,
+                                    encoder_features=str(encoder_features))
     train_s = time.time() - t0
     writer.close()
     model = model.cpu()

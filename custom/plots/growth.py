@@ -61,12 +61,16 @@ def plot_growth(rows: list[dict], out_png: str | Path, max_panels: int = 12, nco
     for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
+    # a single panel is narrow: wrap the legend onto more rows so that no entry is cut at the figure's edges
+    per_row = 6 if ncols > 1 else 2
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), per_row), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97 if title else 1))
+    legend_rows = -(-len(labels) // min(max(len(labels), 1), per_row))
+    fig.tight_layout(rect=(0, min(0.3, 0.06 * legend_rows * (2 if nrows == 1 and ncols == 1 else 1)), 1,
+                           0.97 if title else 1))
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out
