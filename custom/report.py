@@ -18,8 +18,8 @@ ENCODER_ROWS: list[tuple[str, str]] = [
     ("diag/recon_z0_ratio", "z0 / mu MSE ratio (>= 2: decoder uses z)"),
     ("val_epoch/ssim_mean", "SSIM in brain (mean of 4 modalities)"),
     ("val_epoch/psnr_mean", "PSNR in brain [dB] (data range from data)"),
-    ("probe/r2_log_volume", "probe R² log tumour volume (CV by subject)"),
-    ("probe/r2_centroid", "probe R² centroid (mean x,y,z)"),
+    ("probe/r2_log_volume", "probe R² log tumour volume (ridge fitted on training subjects, scored held-out)"),
+    ("probe/r2_centroid", "probe R² centroid (mean x,y,z; same protocol)"),
     ("partition/r2_log_volume", "R² z_vol vs log volume"),
     ("partition/r2_centroid_x", "R² z_loc x vs centroid x"),
     ("partition/r2_centroid_y", "R² z_loc y vs centroid y"),
@@ -59,6 +59,7 @@ def collect(out: Path) -> dict[str, Any]:
         enc[name] = {
             "metrics": _read_json(ev / "metrics.json").get("metrics", {}),
             "verdict": _read_json(ev / "metrics.json").get("verdict", ""),
+            "verdict_train": _read_json(run / "eval_training" / "metrics.json").get("verdict", ""),
             "dashboard": run / "dashboard.png",
             "recon": _last(list((ev / "figures").glob("recon_*.png"))) or _last(list((run / "figures").glob("recon_*.png"))),
             "traversal": ev / "traversal.png",
@@ -105,7 +106,11 @@ def write_report(out: str | Path, size: str, params: dict[str, Any], commands: d
                      f"state {params.get('spatial_size')} at {params.get('spacing')} mm, z_dim {params.get('z_dim')}; "
                      f"encoders {params.get('vae_epochs')} / {params.get('dip_epochs')} epochs.", "",
                      "## Encoders on held-out test subjects", "",
-                     f"Collapse verdict: vae_baseline: {enc['vae_baseline']['verdict']}; dipvae: {enc['dipvae']['verdict']}", "",
+                     "Collapse verdict on the training split (the data the model was fitted to): "
+                     f"vae_baseline: {enc['vae_baseline']['verdict_train'] or '–'}; "
+                     f"dipvae: {enc['dipvae']['verdict_train'] or '–'}", "",
+                     f"Same diagnostics on the held-out test subjects: vae_baseline: {enc['vae_baseline']['verdict']}; "
+                     f"dipvae: {enc['dipvae']['verdict']}", "",
                      *rows, "", "## Growth forecasts (held-out subjects)", "", *ode_rows, ""]
     if extra:
         md += ["| quantity | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in extra.items()] + [""]

@@ -109,7 +109,8 @@ def train_and_evaluate(trajectories: str, output_dir: str, model_dir: str, k_obs
     metrics = {
         "table": table,
         "split": eval_split, "k_obs": int(k_obs), "method": method, "adjoint": as_bool(adjoint),
-        "n_subjects_eval": int(len(rows)),
+        "n_subjects_plotted": int(len(rows)),
+        "n_subjects_eval": int(best.get("n_subjects", len(rows))),
         "has_volume_coordinate": volume_index(traj) is not None,
         "train_seconds": train_s, "epochs": int(epochs),
         "seconds_per_epoch": train_s / max(1, int(epochs)),
