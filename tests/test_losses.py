@@ -195,6 +195,20 @@ def test_dip_penalty_matches_numpy() -> None:
     assert np.allclose(dip_covariance(mu, logvar).numpy(), cov_ref, rtol=1e-5, atol=1e-6)
 
 
+def test_dip_penalty_exempts_pairs_within_the_supervised_set() -> None:
+    """Pairs with both coordinates in ``exempt_dims`` leave the off-diagonal sum; every other pair stays."""
+    g = torch.Generator().manual_seed(3)
+    mu, logvar = torch.randn(20, 5, generator=g), torch.randn(20, 5, generator=g) * 0.2
+    exempt = {0, 2, 3}
+    cov = np.cov(mu.double().numpy(), rowvar=False, bias=True) + np.diag(np.exp(logvar.double().numpy()).mean(0))
+    off = sum(cov[i, j] ** 2 for i in range(5) for j in range(5) if i != j and not (i in exempt and j in exempt))
+    diag = sum((cov[i, i] - 1) ** 2 for i in range(5))
+    pen, off_t, diag_t = dip_penalty(mu, logvar, 10.0, 5.0, exempt_dims=sorted(exempt))
+    assert [pen.item(), off_t.item(), diag_t.item()] == pytest.approx([10 * off + 5 * diag, off, diag], rel=1e-5)
+    full = dip_penalty(mu, logvar, 10.0, 5.0)[1].item()
+    assert off_t.item() < full  # the 6 exempt ordered pairs (0,2),(0,3),(2,3) and mirrors are gone
+
+
 def test_dip_penalty_fp32_under_bf16_autocast() -> None:
     g = torch.Generator().manual_seed(3)
     mu, logvar = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g) * 0.2

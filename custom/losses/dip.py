@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.distributed as dist
 
@@ -27,18 +29,30 @@ def dip_covariance(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 def dip_penalty(
-    mu: torch.Tensor, logvar: torch.Tensor, lambda_od: float, lambda_d: float
+    mu: torch.Tensor, logvar: torch.Tensor, lambda_od: float, lambda_d: float,
+    exempt_dims: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """DIP-VAE-II penalty ``lambda_od * sum_{i!=j} Cov_ij^2 + lambda_d * sum_i (Cov_ii - 1)^2`` (Kumar et al. 2018).
 
+    ``exempt_dims``: pairs (i, j) with *both* i and j in this set are left out of the off-diagonal sum. Exp3 passes
+    its supervised coordinates: their targets (log volume, surface area, extents) correlate by construction (r ~ 0.9
+    in the cohort), so penalising their covariance only fights the supervision; covariances between a supervised and
+    a free coordinate, and among free ones, are still penalised.
+
     Returns:
         ``(penalty, offdiag_sq_sum, diag_sq_sum)`` as fp32 scalars, where ``offdiag_sq_sum = sum_{i!=j} Cov_ij^2``
-        and ``diag_sq_sum = sum_i (Cov_ii - 1)^2``.
+        over the penalised pairs and ``diag_sq_sum = sum_i (Cov_ii - 1)^2``.
     """
     cov = dip_covariance(mu, logvar)
     diag = torch.diagonal(cov)
     diag_sq = (diag - 1.0).square().sum()
-    offdiag_sq = (cov - torch.diag(diag)).square().sum()  # exact zeros on the diagonal: no cancellation
+    off = cov - torch.diag(diag)  # exact zeros on the diagonal: no cancellation
+    if exempt_dims:
+        keep = torch.ones_like(off)
+        idx = torch.as_tensor(sorted(set(int(i) for i in exempt_dims)), device=off.device)
+        keep[idx.unsqueeze(1), idx.unsqueeze(0)] = 0.0
+        off = off * keep
+    offdiag_sq = off.square().sum()
     return lambda_od * offdiag_sq + lambda_d * diag_sq, offdiag_sq, diag_sq
 
 
@@ -73,10 +87,12 @@ class DIPVAELoss(VAELoss):
         **kwargs: :class:`VAELoss` arguments.
     """
 
-    def __init__(self, lambda_od: float = 10.0, lambda_d: float = 5.0, gather: bool = True, **kwargs) -> None:
+    def __init__(self, lambda_od: float = 10.0, lambda_d: float = 5.0, gather: bool = True,
+                 exempt_dims: Sequence[int] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.lambda_od = float(lambda_od)
         self.lambda_d = float(lambda_d)
+        self.exempt_dims = [int(i) for i in exempt_dims] if exempt_dims else None
         self.gather = as_bool(gather)  # command-line overrides arrive as strings
 
     def extra_repr(self) -> str:
@@ -96,7 +112,7 @@ class DIPVAELoss(VAELoss):
         """ELBO terms plus the covariance penalty scaled by ``lambda_scale`` (keyword-only, like ``capacity``)."""
         out = super().forward(x, x_hat, mu, logvar, beta, capacity=capacity)
         mu_all, logvar_all = gather_for_dip(mu, logvar) if self.gather else (mu, logvar)
-        penalty, offdiag, diag = dip_penalty(mu_all, logvar_all, self.lambda_od, self.lambda_d)
+        penalty, offdiag, diag = dip_penalty(mu_all, logvar_all, self.lambda_od, self.lambda_d, self.exempt_dims)
         out["loss"] = out["loss"] + float(lambda_scale) * penalty
         out.update(
             cov_penalty=penalty,
