@@ -423,12 +423,17 @@ def markdown_table(rows: Sequence[BenchRow]) -> str:
 def _notes(s: BenchSettings) -> list[str]:
     return ["latent_ode row: `vol/s` counts conditioning windows (subject trajectories) per second, not volumes; "
             "one step = forward solve + backward + AdamW over all windows of a toy latent cohort of "
-            f"{ODE_SUBJECTS if s.device.startswith('cuda') else 32} subjects x 4 scans at z_dim = the encoders' "
+            f"{_ode_subjects(s.device)} subjects x 4 scans at z_dim = the encoders' "
             "(bundle train.json solver settings)"]
 
 
 #: subjects of the toy latent cohort the latent_ode row trains on (GPU mode; CPU mode uses 32)
 ODE_SUBJECTS = 256
+
+
+def _ode_subjects(device: str) -> int:
+    """Toy-cohort size of the latent_ode row: ``ODE_SUBJECTS`` on CUDA, 32 on the CPU (the CPU mode runs in seconds)."""
+    return ODE_SUBJECTS if str(device).startswith("cuda") else 32
 
 
 def _bench_latent_ode(s: BenchSettings) -> BenchRow:
@@ -446,8 +451,7 @@ def _bench_latent_ode(s: BenchSettings) -> BenchRow:
     cfg.read_config(str(REPO / "bundles" / "latent_ode" / "configs" / "train.json"))
     device = torch.device(s.device)
     z_dim = 128 if s.spatial_size >= 128 else 32
-    n_subjects = ODE_SUBJECTS if device.type == "cuda" else 32
-    traj = make_toy_trajectories(n_subjects=n_subjects, n_times=4, z_dim=z_dim, split_fractions=(1.0, 0.0))
+    traj = make_toy_trajectories(n_subjects=_ode_subjects(s.device), n_times=4, z_dim=z_dim, split_fractions=(1.0, 0.0))
     space = fit_latent_space(traj)
     tr = build_trajectories(traj, "train", space)
     model = LatentODEForecaster(z_dim=z_dim, vol_index=volume_index(traj), hidden=int(cfg["hidden"]),

@@ -61,7 +61,7 @@ def test_epoch_averager_publishes_seconds_and_volumes_per_s() -> None:
 
 
 def test_volumes_per_s_counts_every_rank_and_list_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(epoch_stats, "world_size", lambda: 2)  # as under a 2-process group
+    monkeypatch.setattr(epoch_stats, "rank_and_world", lambda: (0, 2))  # as under a 2-process group
     data = [[{"image": torch.zeros(4, 2, 2, 2)}] * 2, [{"image": torch.zeros(4, 2, 2, 2)}] * 3]  # decollated
     engine = Engine(lambda e, b: time.sleep(STEP_S))  # outputs None: only the timing columns exist
     EpochAverager().attach(engine)

@@ -112,7 +112,8 @@ def cleanup_distributed(barrier: bool = True) -> None:
         gc.collect()  # drop autograd contexts that still reference the process group before interpreter teardown
 
 
-def _rank_and_world() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group, else (0, 1)."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -124,7 +125,7 @@ def rank_zero_first(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     For idempotent preparation that writes files (cohort generation, datalist building): rank 0 writes them,
     the others find them already there instead of racing rank 0 into the same folder.
     """
-    rank, world = _rank_and_world()
+    rank, world = rank_and_world()
     if world == 1:
         return func(*args, **kwargs)
     result = func(*args, **kwargs) if rank == 0 else None
@@ -167,7 +168,7 @@ class EpochMetricsAllReduce:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        rank, world = _rank_and_world()
+        rank, world = rank_and_world()
         if world == 1:
             return
         keys = sorted(k for k in engine.state.metrics if k.startswith(self.prefix))

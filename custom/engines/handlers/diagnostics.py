@@ -90,9 +90,10 @@ class ValidationDiagnostics:
                              f"({out['mu'].shape}, {out['factors'].shape} vs {mu.shape}, {factors.shape})")
         return out
 
-    def _held_out_probe(self, mu: np.ndarray, factors: np.ndarray) -> dict[str, float] | None:
-        """R² per factor of a probe fitted on ``probe_fit_latents`` and scored on ``(mu, factors)``."""
-        fit = self._fit_latents(mu, factors)
+    @staticmethod
+    def _held_out_probe(fit: dict[str, np.ndarray] | None, mu: np.ndarray,
+                        factors: np.ndarray) -> dict[str, float] | None:
+        """R² per factor of a probe fitted on ``fit`` (the probe-fit latents) and scored on ``(mu, factors)``."""
         if fit is None:
             return None
         from custom.metrics.probes import held_out_probe_r2
@@ -136,10 +137,12 @@ class ValidationDiagnostics:
         extra: dict[str, Any] = {}
         labelled = factors is not None and np.isfinite(factors[:, 0]).sum() > 0
         n_subj = len({s for s, f in zip(subjects, factors[:, 0]) if np.isfinite(f)}) if labelled else 0
-        if self.probes and labelled and n_subj >= self.min_probe_subjects:
+        enough = labelled and n_subj >= self.min_probe_subjects
+        fit = self._fit_latents(mu, factors) if enough and (self.probes or self.disentanglement) else None
+        if self.probes and enough:
             from custom.metrics.probes import linear_probe_r2
             probe = linear_probe_r2(mu, factors, list(FACTOR_NAMES), groups=subjects)["r2"]
-            held_out = self._held_out_probe(mu, factors)
+            held_out = self._held_out_probe(fit, mu, factors)
             prefix = "probe_cv/" if held_out is not None else "probe/"
             for group, values in ((prefix, probe), ("probe/", held_out)):
                 if values is None:
@@ -150,8 +153,8 @@ class ValidationDiagnostics:
                 m[f"{group}r2_centroid"] = float(np.nanmean([values.get(f"centroid_{a}", np.nan) for a in "xyz"]))
             if self.partition:
                 m.update(_partition_r2(mu, factors, self.partition))
-        if self.disentanglement and labelled and n_subj >= self.min_probe_subjects:
-            extra = _disentanglement(mu, factors, subjects, self._fit_latents(mu, factors))
+        if self.disentanglement and enough:
+            extra = _disentanglement(mu, factors, subjects, fit)
             for key, value in extra.items():
                 if isinstance(value, (int, float)):
                     m[key] = float(value)

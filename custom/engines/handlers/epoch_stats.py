@@ -28,8 +28,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from ignite.engine import Engine, Events
+
+from custom.engines.distributed import rank_and_world
 
 #: metric names (after the prefix) that measure time or memory, not the model: they differ between identical runs
 TIMING_METRICS: tuple[str, ...] = ("seconds", "volumes_per_s", "peak_gpu_gib")
@@ -45,13 +46,6 @@ def batch_volumes(batch: Any) -> int:
     if isinstance(batch, Sequence) and not isinstance(batch, (str, bytes)):
         return len(batch)
     return 0
-
-
-def world_size() -> int:
-    """``torch.distributed`` world size when a process group is initialised, else 1."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
 
 
 def _cuda_device(engine: Engine) -> torch.device | None:
@@ -121,6 +115,6 @@ class EpochAverager:
         seconds = time.perf_counter() - self._t0
         metrics = engine.state.metrics
         metrics[self.prefix + "seconds"] = seconds
-        metrics[self.prefix + "volumes_per_s"] = self._volumes * world_size() / seconds if seconds > 0 else float("nan")
+        metrics[self.prefix + "volumes_per_s"] = self._volumes * rank_and_world()[1] / seconds if seconds > 0 else float("nan")
         if device is not None:
             metrics[self.prefix + "peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
