@@ -25,18 +25,24 @@ REPO = Path(__file__).resolve().parents[1]
 #: coordinate memorised them (R² 0.98 on training scans, 0.06 on held-out ones at 32^3); 84 training subjects with
 #: the same number of steps gave 0.73 held-out (runs recorded in bundles/dipvae/docs/README.md).
 SIZES: dict[str, dict[str, Any]] = {
+    # cpu: DIP from epoch 8, full strength at 14 of 16: starting at 3 (full at 8) left 9/32 units active on
+    # the training split, starting at 8 kept 27/32 at the same decorrelation (bundles/dipvae/docs/README.md)
     "cpu": {"subjects": 120, "timepoints": 4, "synth_spacing": 7.5, "spacing": 7.5, "spatial_size": [32, 32, 32],
-            "z_dim": 32, "batch_size": 4, "vae_epochs": 16, "dip_epochs": 16, "lambda_start": 3, "lambda_warmup": 5,
+            "z_dim": 32, "batch_size": 4, "vae_epochs": 16, "dip_epochs": 16, "lambda_start": 8, "lambda_warmup": 6,
             "val_interval": 4, "ode_epochs": 300, "amp": False, "compile": False, "num_workers": 2, "growth": "fast",
-            "checkpoint_interval": 4},
-    "gpu": {"subjects": 100, "timepoints": 4, "synth_spacing": 1.875, "spacing": 1.875, "spatial_size": [128, 128, 128],
-            "z_dim": 128, "batch_size": 4, "vae_epochs": 30, "dip_epochs": 30, "lambda_start": 6, "lambda_warmup": 9,
-            "val_interval": 10, "ode_epochs": 400, "amp": True, "compile": True, "num_workers": 8, "growth": "fast",
-            "checkpoint_interval": 10},
+            "checkpoint_interval": 4, "parallel_encoders": False},
+    # gpu: eager, not compiled (at ~7k volumes per encoder the ~40 s compile costs more than it saves); the two
+    # encoders train at the same time on the one GPU (each leaves it idle while it caches data and evaluates);
+    # DIP from epoch 10, full at 22 of 30: from 6 (full at 15) the decoder stopped using z (z=0 decoded within
+    # 1.04x of mu on the recorded H100 run)
+    "gpu": {"subjects": 80, "timepoints": 4, "synth_spacing": 1.875, "spacing": 1.875, "spatial_size": [128, 128, 128],
+            "z_dim": 128, "batch_size": 4, "vae_epochs": 30, "dip_epochs": 30, "lambda_start": 10, "lambda_warmup": 12,
+            "val_interval": 10, "ode_epochs": 300, "amp": True, "compile": False, "num_workers": 8, "growth": "fast",
+            "checkpoint_interval": 10, "parallel_encoders": True},
     "tiny": {"subjects": 6, "timepoints": 3, "synth_spacing": 7.5, "spacing": 7.5, "spatial_size": [32, 32, 32],
              "z_dim": 16, "batch_size": 2, "vae_epochs": 1, "dip_epochs": 1, "lambda_start": 1, "lambda_warmup": 1,
              "val_interval": 1, "ode_epochs": 20, "amp": False, "compile": False, "num_workers": 1, "growth": "fast",
-             "checkpoint_interval": 1},
+             "checkpoint_interval": 1, "parallel_encoders": False},
 }
 
 
@@ -79,6 +85,12 @@ class Demo:
         self.commands: dict[str, str] = {}
 
     # -- helpers --------------------------------------------------------------------------------------
+    def _bar_position(self) -> int:
+        """tqdm line of the calling thread: concurrent stages draw their progress bars on separate lines."""
+        import threading
+
+        return getattr(threading.current_thread(), "bar_position", 0)
+
     def _exec(self, stage: str, cmd: list[str], epochs_csv: Path | None = None, total: int | None = None) -> None:
         """Run ``cmd`` from the repository root, log to ``logs/<stage>.log``, show an epoch progress bar."""
         from tqdm import tqdm
@@ -88,7 +100,7 @@ class Demo:
         self.commands.setdefault(stage, " ".join(shlex.quote(c) for c in cmd))
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         with log.open("a") as fh, tqdm(total=total, desc=f"  {stage}", unit="epoch", leave=False,
-                                       disable=total is None) as bar:
+                                       disable=total is None, position=self._bar_position()) as bar:
             fh.write(f"$ {self.commands[stage]}\n")
             fh.flush()
             proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
@@ -172,12 +184,45 @@ class Demo:
         write_report(self.out, size=self.size, params=self.p, commands=self.commands)
 
     # -- driver ---------------------------------------------------------------------------------------
-    def stages(self) -> list[Stage]:
-        return [Stage("cohort", "synthetic cohort", self.stage_cohort),
-                Stage("vae_baseline", "vae_baseline: train + evaluate", self.stage_vae),
-                Stage("dipvae", "dipvae + Exp3: train + evaluate", self.stage_dipvae),
-                Stage("latent_ode", "latent_ode: encode, train, evaluate, forecast", self.stage_latent_ode),
-                Stage("report", "report", self.stage_report)]
+    def stages(self) -> list[list[Stage]]:
+        """Steps in order; the stages of one step are independent and run at the same time when
+        ``parallel_encoders`` (both encoders need only the cohort)."""
+        encoders = [Stage("vae_baseline", "vae_baseline: train + evaluate", self.stage_vae),
+                    Stage("dipvae", "dipvae + Exp3: train + evaluate", self.stage_dipvae)]
+        steps = [[Stage("cohort", "synthetic cohort", self.stage_cohort)]]
+        steps += [encoders] if self.p.get("parallel_encoders") else [[e] for e in encoders]
+        steps += [[Stage("latent_ode", "latent_ode: encode, train, evaluate, forecast", self.stage_latent_ode)],
+                  [Stage("report", "report", self.stage_report)]]
+        return steps
+
+    def _run_stage(self, st: Stage, label: str, cmd_file: Path) -> None:
+        t0 = time.time()
+        print(f"{label} {st.title} ...", flush=True)
+        st.run()
+        (self.done / st.name).write_text(f"{time.time() - t0:.1f}\n")
+        cmd_file.write_text(json.dumps(self.commands, indent=1))
+        print(f"{label} {st.title}: done in {time.time() - t0:.0f} s", flush=True)
+
+    def _run_concurrently(self, todo: list[tuple[Stage, str]], cmd_file: Path) -> None:
+        """Run stages in threads (each drives its own subprocess); re-raise the first failure after all end."""
+        import threading
+
+        errors: list[BaseException] = []
+
+        def work(st: Stage, label: str) -> None:
+            try:
+                self._run_stage(st, label, cmd_file)
+            except BaseException as err:  # noqa: BLE001 - reported below, after the sibling stage ends
+                errors.append(err)
+
+        threads = [threading.Thread(target=work, args=item, name=item[0].name) for item in todo]
+        for k, t in enumerate(threads):
+            t.bar_position = k  # type: ignore[attr-defined]
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
 
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -185,19 +230,24 @@ class Demo:
         cmd_file = self.out / "commands.json"
         if cmd_file.exists():
             self.commands.update(json.loads(cmd_file.read_text()))
-        stages = self.stages()
+        steps = self.stages()
+        n = sum(len(step) for step in steps)
         t_all = time.time()
-        for i, st in enumerate(stages, 1):
-            marker = self.done / st.name
-            if marker.exists() and st.name != "report":
-                print(f"[{i}/{len(stages)}] {st.title}: already done ({marker}), skipped", flush=True)
-                continue
-            print(f"[{i}/{len(stages)}] {st.title} ...", flush=True)
-            t0 = time.time()
-            st.run()
-            marker.write_text(f"{time.time() - t0:.1f}\n")
-            cmd_file.write_text(json.dumps(self.commands, indent=1))
-            print(f"[{i}/{len(stages)}] {st.title}: done in {time.time() - t0:.0f} s", flush=True)
+        i = 0
+        for step in steps:
+            todo: list[tuple[Stage, str]] = []
+            for st in step:
+                i += 1
+                label = f"[{i}/{n}]"
+                marker = self.done / st.name
+                if marker.exists() and st.name != "report":
+                    print(f"{label} {st.title}: already done ({marker}), skipped", flush=True)
+                else:
+                    todo.append((st, label))
+            if len(todo) > 1:
+                self._run_concurrently(todo, cmd_file)
+            elif todo:
+                self._run_stage(*todo[0], cmd_file)
         print(f"demo finished in {time.time() - t_all:.0f} s: {self.out / 'report.html'}", flush=True)
         return self.out / "report.html"
 

@@ -122,7 +122,8 @@ def write_report(out: str | Path, size: str, params: dict[str, Any], commands: d
     for stage, cmd in commands.items():
         dur = c["durations"].get(stage.split("_")[0], None)
         md += [f"- **{stage}**: `{cmd}`"]
-    md += ["", "Stage durations (s): " + ", ".join(f"{k} {v:.0f}" for k, v in c["durations"].items()), ""]
+    overlap = " (vae_baseline and dipvae ran at the same time)" if params.get("parallel_encoders") else ""
+    md += ["", "Stage durations (s)" + overlap + ": " + ", ".join(f"{k} {v:.0f}" for k, v in c["durations"].items()), ""]
     (out / "report.md").write_text("\n".join(md))
     (out / "report.html").write_text(_to_html(md, out))
     return out / "report.html"

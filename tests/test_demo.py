@@ -36,3 +36,40 @@ def test_demo_tiny_end_to_end(tmp_path: Path) -> None:
     again = subprocess.run([sys.executable, "-m", "custom", "demo", "--out", str(out), "--size", "tiny"], cwd=REPO,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "already done" in again.stdout
+
+
+def test_concurrent_stages_both_finish_and_a_failure_names_its_stage(tmp_path: Path) -> None:
+    """``parallel_encoders``: the encoder stages run in threads; both leave their markers, and a failing one is
+    reported (with its stage name) only after its sibling has finished."""
+    import threading
+    import time
+
+    from custom.demo import Demo, DemoError, Stage
+
+    demo = Demo(str(tmp_path / "d"), "tiny")
+    demo.done.mkdir(parents=True)
+    seen: list[str] = []
+    both_running = threading.Barrier(2, timeout=10)  # deadlocks (-> BrokenBarrierError) if run one after the other
+
+    def ok() -> None:
+        both_running.wait()
+        time.sleep(0.2)
+        seen.append("ok")
+
+    def bad() -> None:
+        both_running.wait()
+        raise DemoError("stage 'bad' failed (exit 1); its log is x.log")
+
+    cmd_file = demo.out / "commands.json"
+    demo._run_concurrently([(Stage("a", "a", ok), "[1/2]"), (Stage("b", "b", ok), "[2/2]")], cmd_file)
+    assert seen == ["ok", "ok"] and (demo.done / "a").exists() and (demo.done / "b").exists()
+
+    both_running.reset()
+    seen.clear()
+    try:
+        demo._run_concurrently([(Stage("bad", "bad", bad), "[1/2]"), (Stage("c", "c", ok), "[2/2]")], cmd_file)
+    except DemoError as err:
+        assert "'bad'" in str(err)
+    else:
+        raise AssertionError("the failing stage was not reported")
+    assert seen == ["ok"] and (demo.done / "c").exists() and not (demo.done / "bad").exists()

@@ -37,6 +37,24 @@ def test_box_volume_centroid_extent_under_anisotropic_affine():
     assert (f["extent_x"], f["extent_y"], f["extent_z"]) == pytest.approx((8.0, 6.0, 6.0))
     # the box is 8 x 6 x 6 mm: true area 264 mm^2; the face count is scaled by 2/3 (documented bias)
     assert f["surface_area_mm2"] == pytest.approx(264.0 * 2.0 / 3.0)
+    # aspects: extent over the side of the cube of the same volume, 288 mm^3 -> side 288^(1/3)
+    side = 288.0 ** (1.0 / 3.0)
+    assert (f["aspect_x"], f["aspect_y"], f["aspect_z"]) == pytest.approx(
+        (math.log(8.0 / side), math.log(6.0 / side), math.log(6.0 / side)))
+
+
+def test_shape_factors_do_not_change_when_the_tumour_is_scaled():
+    """Doubling every side of a box multiplies its volume by 8 and leaves sphericity and aspects unchanged."""
+    from custom.data.factors import SHAPE_FACTORS
+
+    small = np.zeros((24, 24, 24), dtype=np.uint8)
+    small[2:6, 3:9, 1:3] = 3
+    large = np.zeros((24, 24, 24), dtype=np.uint8)
+    large[2:10, 3:15, 1:5] = 3
+    fs, fl = seg_factors(small, AFFINE), seg_factors(large, AFFINE)
+    assert fl["log_volume"] - fs["log_volume"] == pytest.approx(math.log(8.0))
+    for name in SHAPE_FACTORS:
+        assert fl[name] == pytest.approx(fs[name], rel=1e-9, abs=1e-9), name
 
 
 def test_rotated_affine_centroid_and_volume():

@@ -297,3 +297,25 @@ def test_supervised_loss_scale_multiplies_the_weighted_sum() -> None:
     # the per-group terms are unweighted and unscaled; only sup_loss = scale * sum_g w_g L_g changes
     assert scaled["sup_loc"].item() == pytest.approx(base["sup_loc"].item())
     assert scaled["sup_loss"].item() == pytest.approx(64.0 * base["sup_loss"].item())
+
+
+def test_tumour_voxel_weight_and_weighted_likelihood_by_hand():
+    """w = 1 + (weight - 1) [label in {1, 3}]; the summed likelihood weights each squared error by w."""
+    from custom.losses.elbo import VAELoss, tumour_voxel_weight
+
+    label = torch.zeros(1, 1, 2, 2, 2, dtype=torch.uint8)
+    label[0, 0, 0, 0, 0] = 3  # enhancing tumour
+    label[0, 0, 0, 0, 1] = 1  # core
+    label[0, 0, 0, 1, 0] = 2  # edema: not tumour
+    w = tumour_voxel_weight(label, 10.0)
+    assert w.flatten().tolist() == [10.0, 10.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    x = torch.zeros(1, 2, 2, 2, 2)
+    x_hat = torch.ones(1, 2, 2, 2, 2)  # squared error 1 everywhere, 2 channels
+    loss = VAELoss(recon_reduction="sum", recon_sigma=1.0)
+    mu, logvar = torch.zeros(1, 3), torch.zeros(1, 3)
+    plain = loss(x, x_hat, mu, logvar, beta=1.0)["recon"]
+    weighted = loss(x, x_hat, mu, logvar, beta=1.0, voxel_weight=w)["recon"]
+    assert float(plain) == pytest.approx(2 * 8 / 2.0)  # sum (x - x_hat)^2 / (2 sigma^2)
+    assert float(weighted) == pytest.approx(2 * (10 + 10 + 6) / 2.0)
+    with pytest.raises(ValueError):
+        tumour_voxel_weight(label, 0.5)

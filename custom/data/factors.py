@@ -36,7 +36,18 @@ FACTOR_NAMES: tuple[str, ...] = (
     "extent_x",
     "extent_y",
     "extent_z",
+    "aspect_x",
+    "aspect_y",
+    "aspect_z",
 )
+
+#: Size-free shape factors: what "morphology" means once size has its own coordinate. Surface area and
+#: extents grow with the volume (in the synthetic cohort r^2(log A, log V) = 0.998), so a latent supervised on
+#: them is a second volume coordinate; sphericity and the aspects are invariant to scaling the tumour.
+SHAPE_FACTORS: tuple[str, ...] = ("sphericity", "aspect_x", "aspect_y", "aspect_z")
+#: The Exp3 partition's groups and the factors their coordinates are supervised on (bundles/dipvae exp3.json).
+DEFAULT_FACTOR_GROUPS: dict[str, tuple[str, ...]] = {
+    "vol": ("log_volume",), "loc": ("centroid_x", "centroid_y", "centroid_z"), "shape": SHAPE_FACTORS}
 
 #: Expected ratio (true area / voxel-face area) for isotropically oriented surface normals.
 FACE_AREA_CORRECTION: float = 2.0 / 3.0
@@ -75,7 +86,10 @@ def seg_factors(seg: np.ndarray, affine: np.ndarray) -> dict[str, float]:
     - ``sphericity = pi^(1/3) (6V)^(2/3) / A`` with V in mm^3;
     - ``extent_*``: span (mm) along each world axis of the tumour voxels as boxes, i.e.
       ``max - min`` of voxel-centre world coordinates plus one voxel's span along that axis
-      (``sum_j |A[i, j]|``).
+      (``sum_j |A[i, j]|``);
+    - ``aspect_* = ln(extent_* / V^(1/3))`` (V in mm^3): the extent relative to the size of a cube of the
+      same volume, invariant to scaling the tumour (0 for a cube along the axes, ln(2/cbrt(pi/6)) = 0.21
+      for every axis of a ball).
     """
     seg = np.asarray(seg)
     if seg.ndim == 4 and seg.shape[0] == 1:
@@ -104,6 +118,7 @@ def seg_factors(seg: np.ndarray, affine: np.ndarray) -> dict[str, float]:
     extent = world.max(axis=0) - world.min(axis=0) + span_voxel
     volume_mm3 = n_tumour * vox_ml * 1000.0
     area = face_surface_area_mm2(mask, affine)
+    cube_side = volume_mm3 ** (1.0 / 3.0)
     out |= {
         "log_volume": math.log(out["volume_ml"]),
         "centroid_x": float(centroid[0]),
@@ -115,5 +130,8 @@ def seg_factors(seg: np.ndarray, affine: np.ndarray) -> dict[str, float]:
         "extent_x": float(extent[0]),
         "extent_y": float(extent[1]),
         "extent_z": float(extent[2]),
+        "aspect_x": math.log(float(extent[0]) / cube_side),
+        "aspect_y": math.log(float(extent[1]) / cube_side),
+        "aspect_z": math.log(float(extent[2]) / cube_side),
     }
     return out

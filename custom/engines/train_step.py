@@ -31,10 +31,15 @@ class VAETrainStep:
             is still measured and logged.
         supervision: Exp3 supervision on latent subspaces (needs ``factors`` in the batch), or None.
         channels_last: feed the image as ``channels_last_3d``.
+        tumour_weight: weight of the segmented tumour's voxels in the reconstruction likelihood
+            (:func:`custom.losses.elbo.tumour_voxel_weight`); 1 = unweighted. Cases without a label are unweighted.
     """
 
     def __init__(self, amp: bool = False, grad_clip: float = 5.0, supervision: nn.Module | None = None,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, tumour_weight: float = 1.0) -> None:
+        if float(tumour_weight) < 1.0:
+            raise ValueError(f"tumour_weight must be >= 1, got {tumour_weight}")
+        self.tumour_weight = float(tumour_weight)
         self.amp = as_bool(amp)
         self.grad_clip = float(grad_clip)
         self.supervision = supervision
@@ -47,7 +52,13 @@ class VAETrainStep:
         network, optimizer = engine.network, engine.optimizer
         network.train()
         optimizer.zero_grad(set_to_none=True)
-        loss_kwargs = getattr(engine.state, "loss_kwargs", None) or {"beta": 1.0}
+        loss_kwargs = dict(getattr(engine.state, "loss_kwargs", None) or {"beta": 1.0})
+        label = batchdata.get("label") if self.tumour_weight > 1.0 else None
+        if isinstance(label, torch.Tensor) and label.shape[2:] == x.shape[2:]:
+            label = (label.as_tensor() if hasattr(label, "as_tensor") else label).to(device, non_blocking=True)
+            from custom.constants import TUMOUR_LABELS
+            from custom.losses.elbo import tumour_voxel_weight
+            loss_kwargs["voxel_weight"] = tumour_voxel_weight(label, self.tumour_weight, TUMOUR_LABELS)
 
         with autocast_context(device, self.amp):
             x_hat, mu, logvar, _ = network(x)

@@ -108,9 +108,10 @@ class DIPVAELoss(VAELoss):
         *,
         lambda_scale: float = 1.0,
         capacity: float = 0.0,
+        voxel_weight: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """ELBO terms plus the covariance penalty scaled by ``lambda_scale`` (keyword-only, like ``capacity``)."""
-        out = super().forward(x, x_hat, mu, logvar, beta, capacity=capacity)
+        out = super().forward(x, x_hat, mu, logvar, beta, capacity=capacity, voxel_weight=voxel_weight)
         mu_all, logvar_all = gather_for_dip(mu, logvar) if self.gather else (mu, logvar)
         penalty, offdiag, diag = dip_penalty(mu_all, logvar_all, self.lambda_od, self.lambda_d, self.exempt_dims)
         out["loss"] = out["loss"] + float(lambda_scale) * penalty

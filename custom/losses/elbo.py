@@ -83,9 +83,15 @@ class VAELoss(nn.Module):
         beta: float,
         *,
         capacity: float = 0.0,
+        voxel_weight: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Compute the loss terms; ``beta`` and ``capacity`` are the current schedule values (Python floats)."""
-        recon, per_modality = gaussian_reconstruction(x, x_hat, self.recon_reduction, self.recon_sigma)
+        """Compute the loss terms; ``beta`` and ``capacity`` are the current schedule values (Python floats).
+
+        ``voxel_weight`` (broadcastable to ``x``) weights each voxel's squared error: a Gaussian likelihood whose
+        variance is ``sigma^2 / w`` there (see :func:`tumour_voxel_weight`); ``None`` = 1 everywhere.
+        """
+        recon, per_modality = gaussian_reconstruction(x, x_hat, self.recon_reduction, self.recon_sigma,
+                                                      mask=voxel_weight)
         kl_bz = kl_per_dim(mu, logvar)
         kl_raw = kl_bz.sum(1).mean()
         fb_mode = self.free_bits_mode if self.free_bits > 0 else "none"
@@ -112,3 +118,19 @@ class VAELoss(nn.Module):
             expected_kl_floor=scalar(floor),
         )
         return out
+
+
+def tumour_voxel_weight(label: torch.Tensor, weight: float, labels: tuple[int, ...] = (1, 3)) -> torch.Tensor:
+    """``w = 1 + (weight - 1) * [label in labels]``, float32 ``[B, 1, D, H, W]``: the tumour-weighted likelihood.
+
+    A 10 mL tumour is ~0.1 % of a 128^3 brain, so a likelihood that weights every voxel alike gives the decoder
+    almost no reason to draw it, and a latent that knows the tumour's size does not change the image (flat
+    traversals). Weighting the segmented tumour's voxels by ``weight`` is a Gaussian likelihood with a
+    ``sqrt(weight)`` times smaller standard deviation there (a heteroscedastic decoder with a known noise map;
+    cf. class-weighted losses in segmentation). It needs the segmentation, so it belongs to the semi-supervised
+    Exp3 layer, not to the unsupervised vae_baseline.
+    """
+    if weight < 1.0:
+        raise ValueError(f"tumour weight must be >= 1, got {weight}")
+    inside = torch.isin(label.long(), torch.as_tensor(labels, device=label.device))
+    return 1.0 + (float(weight) - 1.0) * inside.float()

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from custom.data.factors import FACTOR_NAMES
+from custom.data.factors import DEFAULT_FACTOR_GROUPS, FACTOR_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class ValidationDiagnostics:
         disentanglement: also compute DCI, SAP, MIG (+oracle/null), total correlation and covariance.
         partition: latent partition of an Exp3 encoder (``{"vol": [0], "loc": [1, 2, 3], ...}``), to report
             the partition's own R² (``partition/r2_*``) next to the probes.
+        factor_index: the factor (column of ``FACTOR_NAMES``) each partition coordinate is supervised on, same
+            keys as ``partition``; default :data:`custom.data.factors.DEFAULT_FACTOR_GROUPS`.
         metrics_json: write all scalar results there at the end of every pass (evaluate.json uses it).
         latents_out: write mu, logvar, factors and ids to this ``.npz`` (evaluate.json uses it).
         min_probe_subjects: minimum number of labelled subjects to fit probes.
@@ -51,11 +53,12 @@ class ValidationDiagnostics:
     def __init__(self, free_bits: float = 0.0, probes: bool = True, disentanglement: bool = False,
                  partition: dict[str, list[int]] | None = None, metrics_json: str | None = None,
                  latents_out: str | None = None, min_probe_subjects: int = 4,
-                 probe_fit_latents: str | None = None) -> None:
+                 probe_fit_latents: str | None = None, factor_index: dict[str, list[int]] | None = None) -> None:
         self.free_bits = float(free_bits)
         self.probes = probes
         self.disentanglement = disentanglement
         self.partition = dict(partition or {})
+        self.factor_index = dict(factor_index or {})
         self.metrics_json = metrics_json
         self.latents_out = latents_out
         self.min_probe_subjects = int(min_probe_subjects)
@@ -152,7 +155,7 @@ class ValidationDiagnostics:
                         m[f"{group}r2_{name}"] = float(values[name])
                 m[f"{group}r2_centroid"] = float(np.nanmean([values.get(f"centroid_{a}", np.nan) for a in "xyz"]))
             if self.partition:
-                m.update(_partition_r2(mu, factors, self.partition))
+                m.update(_partition_r2(mu, factors, self.partition, self.factor_index))
         if self.disentanglement and enough:
             extra = _disentanglement(mu, factors, subjects, fit)
             for key, value in extra.items():
@@ -178,7 +181,8 @@ class ValidationDiagnostics:
                      factor_names=np.array(FACTOR_NAMES), case_id=np.array(case_ids), subject_id=np.array(subjects))
 
 
-def _partition_r2(mu: np.ndarray, factors: np.ndarray, partition: dict[str, list[int]]) -> dict[str, float]:
+def _partition_r2(mu: np.ndarray, factors: np.ndarray, partition: dict[str, list[int]],
+                  factor_index: dict[str, list[int]] | None = None) -> dict[str, float]:
     """Held-out-free R² of the partition's own coordinates against their factors (affine fit per coordinate).
 
     The supervised coordinates are trained to equal the standardised factor, so an affine 1-D fit
@@ -186,8 +190,8 @@ def _partition_r2(mu: np.ndarray, factors: np.ndarray, partition: dict[str, list
     """
     from custom.metrics.probes import single_latent_r2
     out: dict[str, float] = {}
-    names = {"vol": ["log_volume"], "loc": ["centroid_x", "centroid_y", "centroid_z"],
-             "shape": ["sphericity", "log_surface_area", "extent_x", "extent_y", "extent_z"]}
+    names = {g: [FACTOR_NAMES[i] for i in idx] for g, idx in (factor_index or {}).items()}
+    names = {g: list(v) for g, v in DEFAULT_FACTOR_GROUPS.items()} | names
     for group, coords in partition.items():
         for coord, fname in zip(coords, names.get(group, [])):
             j = FACTOR_NAMES.index(fname)

@@ -1,0 +1,44 @@
+"""VAETrainStep's tumour_weight reaches the likelihood: the recon term equals the hand-weighted sum."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from custom.engines.train_step import VAETrainStep
+from custom.losses.elbo import VAELoss
+
+
+class _ZeroVAE(nn.Module):
+    """Reconstructs 0 everywhere (plus a learnable scalar so the optimizer has a parameter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.b = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor):
+        mu = torch.zeros(x.shape[0], 2) + 0 * self.b
+        return torch.zeros_like(x) + 0 * self.b, mu, torch.zeros_like(mu), mu
+
+
+def _engine() -> SimpleNamespace:
+    net = _ZeroVAE()
+    return SimpleNamespace(network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+                           loss_function=VAELoss(recon_reduction="sum"),
+                           state=SimpleNamespace(device=torch.device("cpu"), loss_kwargs={"beta": 1.0},
+                                                 epoch=1, iteration=1))
+
+
+@pytest.mark.parametrize("weight", [1.0, 5.0])
+def test_tumour_weight_scales_the_tumour_voxels_squared_error(weight: float) -> None:
+    x = torch.ones(1, 1, 2, 2, 2)  # squared error 1 per voxel against the zero reconstruction
+    label = torch.zeros(1, 1, 2, 2, 2, dtype=torch.uint8)
+    label[0, 0, 0, 0, :] = 3  # two tumour voxels
+    out = VAETrainStep(tumour_weight=weight)(_engine(), {"image": x, "label": label})
+    assert float(out["recon"]) == pytest.approx((6 + 2 * weight) / 2.0)
+
+
+def test_tumour_weight_below_one_is_refused() -> None:
+    with pytest.raises(ValueError):
+        VAETrainStep(tumour_weight=0.5)
