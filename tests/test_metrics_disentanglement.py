@@ -207,3 +207,43 @@ def test_dci_and_sap_accept_an_explicit_train_test_split() -> None:
     bad = dci(broken, f, ["a", "b"], split=split)
     assert bad["informativeness"] < 0.1
     assert sap(code, f, ["a", "b"], split=split)["sap"] > 0.9
+
+
+def test_held_out_probe_penalty_is_chosen_on_the_validation_subjects():
+    """With a selection split the ridge penalty is the one whose probe (fit on the fit split) scores best there.
+
+    Constructed so that the fit split's own structure misleads: its codes carry a large subject-specific offset
+    (a memorising encoder), which grouped CV over fit subjects cannot see through, while held-out subjects are
+    encoded without it. The expected alpha is found by brute force with sklearn directly.
+    """
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from custom.metrics.probes import PROBE_ALPHAS, held_out_probe_r2
+
+    rng = np.random.default_rng(3)
+
+    def split(n_subj: int, memorised: float):
+        subj = np.repeat(np.arange(n_subj), 4)
+        f = rng.normal(size=len(subj))
+        w = np.linspace(1, 0.2, 16)
+        code = np.outer(f, w) + 0.3 * rng.normal(size=(len(subj), 16))
+        code += memorised * rng.normal(size=(n_subj, 16))[subj]
+        return code, f[:, None], subj
+
+    cf, ff, gf = split(60, memorised=1.5)
+    cs, fs, gs = split(15, memorised=0.0)
+    ct, ft, _ = split(15, memorised=0.0)
+    res = held_out_probe_r2(cf, ff, ct, ft, ["f"], groups_fit=gf, mu_select=cs, factors_select=fs, groups_select=gs)
+    assert res["alpha_from"] == "validation"
+    scores = {a: r2_score(fs[:, 0], make_pipeline(StandardScaler(), Ridge(alpha=a)).fit(cf, ff[:, 0]).predict(cs))
+              for a in PROBE_ALPHAS}
+    assert res["alpha"]["f"] == max(scores, key=scores.get)
+    expected = make_pipeline(StandardScaler(), Ridge(alpha=res["alpha"]["f"])).fit(cf, ff[:, 0])
+    assert res["r2"]["f"] == pytest.approx(r2_score(ft[:, 0], expected.predict(ct)))
+    # too few selection subjects: back to grouped CV over the fit subjects
+    few = held_out_probe_r2(cf, ff, ct, ft, ["f"], groups_fit=gf, mu_select=cs[:8], factors_select=fs[:8],
+                            groups_select=gs[:8])
+    assert few["alpha_from"] == "group_cv"

@@ -48,12 +48,15 @@ class ValidationDiagnostics:
         min_probe_subjects: minimum number of labelled subjects to fit probes.
         probe_fit_latents: ``.npz`` written by another pass's ``latents_out`` (mu, factors, subject_id) to fit the
             probes on; this pass then only scores them (held-out protocol).
+        probe_select_latents: ``.npz`` of a third split (validation subjects) on which the probes' ridge penalty is
+            chosen (:func:`custom.metrics.probes.held_out_probe_r2`); without it, CV over the fit subjects.
     """
 
     def __init__(self, free_bits: float = 0.0, probes: bool = True, disentanglement: bool = False,
                  partition: dict[str, list[int]] | None = None, metrics_json: str | None = None,
                  latents_out: str | None = None, min_probe_subjects: int = 4,
-                 probe_fit_latents: str | None = None, factor_index: dict[str, list[int]] | None = None) -> None:
+                 probe_fit_latents: str | None = None, factor_index: dict[str, list[int]] | None = None,
+                 probe_select_latents: str | None = None) -> None:
         self.free_bits = float(free_bits)
         self.probes = probes
         self.disentanglement = disentanglement
@@ -63,6 +66,7 @@ class ValidationDiagnostics:
         self.latents_out = latents_out
         self.min_probe_subjects = int(min_probe_subjects)
         self.probe_fit_latents = probe_fit_latents
+        self.probe_select_latents = probe_select_latents
         self._rows: list[dict[str, Any]] = []
 
     def attach(self, engine: Engine) -> None:
@@ -78,13 +82,18 @@ class ValidationDiagnostics:
         if isinstance(out, dict):
             self._rows.append(out)
 
-    def _fit_latents(self, mu: np.ndarray, factors: np.ndarray) -> dict[str, np.ndarray] | None:
-        """``probe_fit_latents`` as arrays (mu, factors, subject_id), or None when not configured/written."""
-        if not self.probe_fit_latents:
+    def _fit_latents(self, mu: np.ndarray, factors: np.ndarray, which: str = "probe_fit_latents"
+                     ) -> dict[str, np.ndarray] | None:
+        """The ``.npz`` named by attribute ``which`` as arrays (mu, factors, subject_id), or None when not
+        configured/written."""
+        name = getattr(self, which)
+        if not name:
             return None
-        path = Path(self.probe_fit_latents)
+        path = Path(name)
         if not path.exists():
-            logger.warning("probe_fit_latents %s does not exist: probes are cross-validated within this pass", path)
+            logger.warning("%s %s does not exist: %s", which, path,
+                           "probes are cross-validated within this pass" if which == "probe_fit_latents"
+                           else "the probes' penalty is chosen by CV over the fit subjects")
             return None
         with np.load(path) as fit:
             out = {k: fit[k] for k in ("mu", "factors", "subject_id")}
@@ -94,14 +103,18 @@ class ValidationDiagnostics:
         return out
 
     @staticmethod
-    def _held_out_probe(fit: dict[str, np.ndarray] | None, mu: np.ndarray,
-                        factors: np.ndarray) -> dict[str, float] | None:
-        """R² per factor of a probe fitted on ``fit`` (the probe-fit latents) and scored on ``(mu, factors)``."""
+    def _held_out_probe(fit: dict[str, np.ndarray] | None, mu: np.ndarray, factors: np.ndarray,
+                        select: dict[str, np.ndarray] | None = None) -> dict[str, float] | None:
+        """R² per factor of a probe fitted on ``fit`` (the probe-fit latents), its penalty chosen on ``select``
+        (validation latents) when given, scored on ``(mu, factors)``."""
         if fit is None:
             return None
         from custom.metrics.probes import held_out_probe_r2
-        return held_out_probe_r2(fit["mu"], fit["factors"], mu, factors, list(FACTOR_NAMES),
-                                 groups_fit=fit["subject_id"])["r2"]
+        sel = {} if select is None else {"mu_select": select["mu"], "factors_select": select["factors"],
+                                         "groups_select": select["subject_id"]}
+        res = held_out_probe_r2(fit["mu"], fit["factors"], mu, factors, list(FACTOR_NAMES),
+                                groups_fit=fit["subject_id"], **sel)
+        return {**res["r2"], "_alpha_from_validation": float(res["alpha_from"] == "validation")}
 
     # ------------------------------------------------------------------
     def _compute(self, engine: Engine) -> None:
@@ -145,7 +158,10 @@ class ValidationDiagnostics:
         if self.probes and enough:
             from custom.metrics.probes import linear_probe_r2
             probe = linear_probe_r2(mu, factors, list(FACTOR_NAMES), groups=subjects)["r2"]
-            held_out = self._held_out_probe(fit, mu, factors)
+            select = self._fit_latents(mu, factors, "probe_select_latents") if fit is not None else None
+            held_out = self._held_out_probe(fit, mu, factors, select)
+            if held_out is not None:
+                m["probe/alpha_from_validation"] = held_out.pop("_alpha_from_validation")
             prefix = "probe_cv/" if held_out is not None else "probe/"
             for group, values in ((prefix, probe), ("probe/", held_out)):
                 if values is None:
