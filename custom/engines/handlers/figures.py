@@ -97,7 +97,12 @@ class DashboardWriter:
 
 
 class EvaluationFigures:
-    """Evaluator handler for ``evaluate.json``: the training dashboard and a latent traversal, after the pass."""
+    """Evaluator handler for ``evaluate.json``: the training dashboard and a latent traversal, after the pass.
+
+    With segmentations on the kept cases it also measures whether the traversal moves the tumour
+    (:mod:`custom.metrics.traversal_response`) around each kept case, and writes ``traversal_response.json``
+    next to the PNG; the partition's summary values go to ``engine.state.metrics`` as ``traversal/*``.
+    """
 
     def __init__(self, metrics_csv: str, dashboard_png: str, traversal_png: str, network: Any,
                  partition: dict[str, list[int]] | None = None, steps: int = 7, span: float = 2.0) -> None:
@@ -108,19 +113,87 @@ class EvaluationFigures:
         self.partition = partition
         self.steps = steps
         self.span = span
+        self._kept: list[dict[str, Any]] = []
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self._kept.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def _collect(self, engine: Engine) -> None:
+        out = engine.state.output
+        if isinstance(out, dict) and "kept" in out:
+            self._kept.append(out["kept"])
 
     def __call__(self, engine: Engine) -> None:
         from custom.plots.dashboard import plot_dashboard
-        from custom.traversal import write_traversal
+        from custom.plots.traversal import plot_traversal
+        from custom.traversal import traversal_coordinates, traversal_images
 
         if Path(self.metrics_csv).exists():
             plot_dashboard(self.metrics_csv, self.dashboard_png, title="training dashboard")
         else:
             logger.warning("no %s: dashboard skipped (train first)", self.metrics_csv)
         latents = getattr(engine.state, "latents", None)
-        if latents is not None and len(latents["mu"]) > 1:
-            write_traversal(self.network, latents["mu"], self.traversal_png, partition=self.partition,
-                            steps=self.steps, span=self.span, device=engine.state.device)
+        if latents is None or len(latents["mu"]) < 2:
+            return
+        mu = latents["mu"]
+        coords, labels = traversal_coordinates(mu, self.partition)
+        spread = mu.std(axis=0) + 1e-6
+        images, values = traversal_images(self.network, mu[0], coords, spread, steps=self.steps, span=self.span,
+                                          device=engine.state.device)
+        Path(self.traversal_png).parent.mkdir(parents=True, exist_ok=True)
+        plot_traversal(images, self.traversal_png, coord_labels=labels, step_values=[f"{v:+.1f}σ" for v in values])
+        try:
+            engine.state.metrics.update(self._response(engine, mu, coords, labels, spread, images, values))
+        except ValueError as err:  # no tumour on the kept cases, or nothing to calibrate on
+            logger.info("traversal response not measured: %s", err)
+
+    def _response(self, engine: Engine, mu: np.ndarray, coords: list[int], labels: list[str], spread: np.ndarray,
+                  first: np.ndarray, values: list[float]) -> dict[str, float]:
+        """Traversal response around every kept case with a segmentation; writes traversal_response.json."""
+        import json
+
+        from custom.metrics.traversal_response import traversal_response, tumour_threshold
+        from custom.traversal import traversal_images
+
+        cases = [(k["x"][i, 0].numpy(), k["seg"][i], k["affine"][i], k["case_id"][i])
+                 for k in self._kept for i in range(len(k["case_id"])) if k.get("seg") is not None]
+        if not cases:
+            raise ValueError("the kept cases have no segmentation")
+        tau = tumour_threshold(np.stack([c[0] for c in cases]), np.stack([c[1] for c in cases]))
+        rows = {c: r for r, c in enumerate(engine.state.latents.get("case_id", []))}
+        per_case = []
+        for _, _, affine, case_id in cases:
+            if case_id not in rows:
+                continue
+            n = rows[case_id]
+            imgs = first if n == 0 else traversal_images(self.network, mu[n], coords, spread, steps=self.steps,
+                                                         span=self.span, device=engine.state.device)[0]
+            spacing = np.abs(np.asarray(affine, dtype=float)[:3, :3]).sum(0) if affine is not None else np.ones(3)
+            r = traversal_response(imgs, values, tau, spacing)
+            per_case.append({"case_id": case_id, "volume_spearman": r["volume_spearman"].tolist(),
+                             "shift_mm": r["shift_mm"].tolist(), "bright_voxels": r["counts"].tolist()})
+        if not per_case:
+            raise ValueError("the kept cases are not among the encoded ones")
+        rho = np.nanmean([c["volume_spearman"] for c in per_case], axis=0)
+        shift = np.nanmean([c["shift_mm"] for c in per_case], axis=0)
+        report = {"tau": tau, "offsets": values, "coords": coords, "labels": labels, "cases": per_case,
+                  "volume_spearman_mean": rho.tolist(), "shift_mm_mean": shift.tolist()}
+        out = Path(self.traversal_png).with_name("traversal_response.json")
+        out.write_text(json.dumps(report, indent=1, default=float) + "\n")
+        metrics: dict[str, float] = {}
+        vol = (self.partition or {}).get("vol", [])
+        for j, coord in enumerate(coords):
+            if coord in vol:
+                metrics["traversal/z_vol_volume_spearman"] = float(rho[j])
+            for a, axis in enumerate("xyz"):
+                if coord in (self.partition or {}).get("loc", [])[a:a + 1]:
+                    metrics[f"traversal/z_loc_{axis}_shift_mm"] = float(shift[j, a])
+        metrics["traversal/max_abs_volume_spearman"] = float(np.nanmax(np.abs(rho)))
+        metrics_json = Path(self.traversal_png).with_name("metrics.json")  # evaluate.json's, written before us
+        if metrics_json.exists():
+            doc = json.loads(metrics_json.read_text())
+            doc.setdefault("metrics", {}).update(metrics)
+            metrics_json.write_text(json.dumps(doc, indent=1, default=float) + "\n")
+        return metrics
