@@ -7,13 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 
-def test_demo_tiny_end_to_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parallel", [False, True], ids=["sequential", "encoders_concurrently"])
+def test_demo_tiny_end_to_end(tmp_path: Path, parallel: bool) -> None:
+    """Sequential is the CPU default; ``--size gpu`` trains the two encoders concurrently (real bundles here)."""
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "custom", "demo", "--out", str(out), "--size", "tiny"], cwd=REPO,
-                          capture_output=True, text=True, timeout=1200)
+    cmd = [sys.executable, "-m", "custom", "demo", "--out", str(out), "--size", "tiny",
+           "--parallel_encoders", str(parallel)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for stage in ("cohort", "vae_baseline", "dipvae", "latent_ode", "report"):
         assert (out / ".done" / stage).exists(), stage
@@ -33,8 +37,7 @@ def test_demo_tiny_end_to_end(tmp_path: Path) -> None:
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(links)
     # a second run skips the finished stages
-    again = subprocess.run([sys.executable, "-m", "custom", "demo", "--out", str(out), "--size", "tiny"], cwd=REPO,
-                           capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "already done" in again.stdout
 
 
