@@ -8,6 +8,7 @@ Looking at it should show z_vol growing the tumour and z_loc moving it.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,21 @@ def traversal_images(vae: Any, mu_center: np.ndarray, coords: list[int], spread:
     return np.stack(rows), [float(o) for o in offsets]
 
 
+@dataclass(frozen=True)
+class Traversal:
+    """A written traversal: the PNG and what it shows (decoded t1c ``[n_coords, steps, D, H, W]``, the offsets
+    ``s``, the traversed coordinates with their labels, and the per-coordinate spread the offsets are in)."""
+
+    png: str
+    images: np.ndarray
+    values: list[float]
+    coords: list[int]
+    labels: list[str]
+    spread: np.ndarray
+
+
 def write_traversal(vae: Any, mu_all: np.ndarray, out_png: str, partition: dict[str, list[int]] | None = None,
-                    case: int = 0, steps: int = 7, span: float = 2.0, device: str | torch.device = "cpu") -> str:
+                    case: int = 0, steps: int = 7, span: float = 2.0, device: str | torch.device = "cpu") -> Traversal:
     """Traversal PNG around case ``case`` of ``mu_all`` (spreads = std of mu over the evaluation set)."""
     from custom.plots.traversal import plot_traversal
 
@@ -67,7 +81,8 @@ def write_traversal(vae: Any, mu_all: np.ndarray, out_png: str, partition: dict[
     spread = mu_all.std(axis=0) + 1e-6
     images, values = traversal_images(vae, mu_all[case], coords, spread, steps=steps, span=span, device=device)
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    return plot_traversal(images, out_png, coord_labels=labels, step_values=[f"{v:+.1f}σ" for v in values])
+    png = plot_traversal(images, out_png, coord_labels=labels, step_values=[f"{v:+.1f}σ" for v in values])
+    return Traversal(png, images, values, coords, labels, spread)
 
 
 def traverse_bundle(bundle: str, out: str, datalist: str = "data/synthetic/datalist.json", split: str = "validation",
@@ -96,4 +111,4 @@ def traverse_bundle(bundle: str, out: str, datalist: str = "data/synthetic/datal
     mu_all = np.concatenate(mus)
     part_file = Path(bundle) / "models" / "latent_partition.json"
     partition = json.loads(part_file.read_text()).get("partition") if part_file.exists() else None
-    return write_traversal(vae, mu_all, out, partition=partition, case=case, steps=steps, span=span, device=device)
+    return write_traversal(vae, mu_all, out, partition=partition, case=case, steps=steps, span=span, device=device).png

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from custom.constants import TUMOUR_LABELS
+from custom.losses.elbo import tumour_voxel_weight
 from custom.utils import as_bool
 from custom.engines.batch import autocast_context, batch_case_ids, batch_to_device
 
@@ -56,8 +58,6 @@ class VAETrainStep:
         label = batchdata.get("label") if self.tumour_weight > 1.0 else None
         if isinstance(label, torch.Tensor) and label.shape[2:] == x.shape[2:]:
             label = (label.as_tensor() if hasattr(label, "as_tensor") else label).to(device, non_blocking=True)
-            from custom.constants import TUMOUR_LABELS
-            from custom.losses.elbo import tumour_voxel_weight
             loss_kwargs["voxel_weight"] = tumour_voxel_weight(label, self.tumour_weight, TUMOUR_LABELS)
 
         with autocast_context(device, self.amp):

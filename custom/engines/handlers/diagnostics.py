@@ -43,7 +43,8 @@ class ValidationDiagnostics:
             the partition's own R² (``partition/r2_*``) next to the probes.
         factor_index: the factor (column of ``FACTOR_NAMES``) each partition coordinate is supervised on, same
             keys as ``partition``; default :data:`custom.data.factors.DEFAULT_FACTOR_GROUPS`.
-        metrics_json: write all scalar results there at the end of every pass (evaluate.json uses it).
+        metrics_json: write all scalar results there when the run completes (evaluate.json uses it): this
+            handler's and those later ``EPOCH_COMPLETED`` handlers put in ``engine.state.metrics`` (``traversal/*``).
         latents_out: write mu, logvar, factors and ids to this ``.npz`` (evaluate.json uses it).
         min_probe_subjects: minimum number of labelled subjects to fit probes.
         probe_fit_latents: ``.npz`` written by another pass's ``latents_out`` (mu, factors, subject_id) to fit the
@@ -68,14 +69,17 @@ class ValidationDiagnostics:
         self.probe_fit_latents = probe_fit_latents
         self.probe_select_latents = probe_select_latents
         self._rows: list[dict[str, Any]] = []
+        self._payload: dict[str, Any] | None = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._compute)
+        engine.add_event_handler(Events.COMPLETED, self._write_metrics_json)
 
     def _reset(self, engine: Engine) -> None:
         self._rows = []
+        self._payload = None
 
     def _collect(self, engine: Engine) -> None:
         out = engine.state.output
@@ -184,18 +188,23 @@ class ValidationDiagnostics:
         engine.state.collapse_verdict = verdict
         logger.info("validation: %s | AU %d/%d | recon mu %.4f z0 %.4f", verdict, int(summary["au_count"]),
                     mu.shape[1], mse_mu.mean(), mse_z0.mean())
-        if self.metrics_json:
-            path = Path(self.metrics_json)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            payload = {"n_cases": len(case_ids), "n_subjects": len(set(subjects)), "verdict": verdict,
-                       "metrics": m, "details": {k: v for k, v in extra.items() if not isinstance(v, (int, float))}}
-            path.write_text(json.dumps(payload, indent=1, default=_json_default))
+        self._payload = {"n_cases": len(case_ids), "n_subjects": len(set(subjects)), "verdict": verdict,
+                         "details": {k: v for k, v in extra.items() if not isinstance(v, (int, float))}}
         if self.latents_out:
             path = Path(self.latents_out)
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(path, mu=mu, logvar=logvar, factors=factors if factors is not None else np.zeros((len(mu), 0)),
                      factor_names=np.array(FACTOR_NAMES), case_id=np.array(case_ids), subject_id=np.array(subjects))
 
+
+    def _write_metrics_json(self, engine: Engine) -> None:
+        payload = self._payload
+        if not self.metrics_json or payload is None:
+            return
+        metrics = {k: float(v) for k, v in engine.state.metrics.items() if isinstance(v, (int, float, np.number))}
+        path = Path(self.metrics_json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**payload, "metrics": metrics}, indent=1, default=_json_default))
 
 def _partition_r2(mu: np.ndarray, factors: np.ndarray, partition: dict[str, list[int]],
                   factor_index: dict[str, list[int]] | None = None) -> dict[str, float]:

@@ -101,7 +101,8 @@ class EvaluationFigures:
 
     With segmentations on the kept cases it also measures whether the traversal moves the tumour
     (:mod:`custom.metrics.traversal_response`) around each kept case, and writes ``traversal_response.json``
-    next to the PNG; the partition's summary values go to ``engine.state.metrics`` as ``traversal/*``.
+    next to the PNG; the partition's summary values go to ``engine.state.metrics`` as ``traversal/*`` (and from
+    there into ``metrics.json``, which :class:`ValidationDiagnostics` writes when the run completes).
     """
 
     def __init__(self, metrics_csv: str, dashboard_png: str, traversal_png: str, network: Any,
@@ -127,8 +128,7 @@ class EvaluationFigures:
 
     def __call__(self, engine: Engine) -> None:
         from custom.plots.dashboard import plot_dashboard
-        from custom.plots.traversal import plot_traversal
-        from custom.traversal import traversal_coordinates, traversal_images
+        from custom.traversal import write_traversal
 
         if Path(self.metrics_csv).exists():
             plot_dashboard(self.metrics_csv, self.dashboard_png, title="training dashboard")
@@ -137,20 +137,14 @@ class EvaluationFigures:
         latents = getattr(engine.state, "latents", None)
         if latents is None or len(latents["mu"]) < 2:
             return
-        mu = latents["mu"]
-        coords, labels = traversal_coordinates(mu, self.partition)
-        spread = mu.std(axis=0) + 1e-6
-        images, values = traversal_images(self.network, mu[0], coords, spread, steps=self.steps, span=self.span,
-                                          device=engine.state.device)
-        Path(self.traversal_png).parent.mkdir(parents=True, exist_ok=True)
-        plot_traversal(images, self.traversal_png, coord_labels=labels, step_values=[f"{v:+.1f}σ" for v in values])
+        trav = write_traversal(self.network, latents["mu"], self.traversal_png, partition=self.partition,
+                               steps=self.steps, span=self.span, device=engine.state.device)
         try:
-            engine.state.metrics.update(self._response(engine, mu, coords, labels, spread, images, values))
+            engine.state.metrics.update(self._response(engine, latents["mu"], trav))
         except ValueError as err:  # no tumour on the kept cases, or nothing to calibrate on
             logger.info("traversal response not measured: %s", err)
 
-    def _response(self, engine: Engine, mu: np.ndarray, coords: list[int], labels: list[str], spread: np.ndarray,
-                  first: np.ndarray, values: list[float]) -> dict[str, float]:
+    def _response(self, engine: Engine, mu: np.ndarray, trav: Any) -> dict[str, float]:
         """Traversal response around every kept case with a segmentation; writes traversal_response.json."""
         import json
 
@@ -162,14 +156,16 @@ class EvaluationFigures:
         if not cases:
             raise ValueError("the kept cases have no segmentation")
         tau = tumour_threshold(np.stack([c[0] for c in cases]), np.stack([c[1] for c in cases]))
+        coords, values = trav.coords, trav.values
         rows = {c: r for r, c in enumerate(engine.state.latents.get("case_id", []))}
         per_case = []
         for _, _, affine, case_id in cases:
             if case_id not in rows:
                 continue
             n = rows[case_id]
-            imgs = first if n == 0 else traversal_images(self.network, mu[n], coords, spread, steps=self.steps,
-                                                         span=self.span, device=engine.state.device)[0]
+            imgs = trav.images if n == 0 else traversal_images(
+                self.network, mu[n], coords, trav.spread, steps=self.steps, span=self.span,
+                device=engine.state.device)[0]
             spacing = np.abs(np.asarray(affine, dtype=float)[:3, :3]).sum(0) if affine is not None else np.ones(3)
             r = traversal_response(imgs, values, tau, spacing)
             per_case.append({"case_id": case_id, "volume_spearman": r["volume_spearman"].tolist(),
@@ -178,7 +174,7 @@ class EvaluationFigures:
             raise ValueError("the kept cases are not among the encoded ones")
         rho = np.nanmean([c["volume_spearman"] for c in per_case], axis=0)
         shift = np.nanmean([c["shift_mm"] for c in per_case], axis=0)
-        report = {"tau": tau, "offsets": values, "coords": coords, "labels": labels, "cases": per_case,
+        report = {"tau": tau, "offsets": values, "coords": coords, "labels": trav.labels, "cases": per_case,
                   "volume_spearman_mean": rho.tolist(), "shift_mm_mean": shift.tolist()}
         out = Path(self.traversal_png).with_name("traversal_response.json")
         out.write_text(json.dumps(report, indent=1, default=float) + "\n")
@@ -191,9 +187,4 @@ class EvaluationFigures:
                 if coord in (self.partition or {}).get("loc", [])[a:a + 1]:
                     metrics[f"traversal/z_loc_{axis}_shift_mm"] = float(shift[j, a])
         metrics["traversal/max_abs_volume_spearman"] = float(np.nanmax(np.abs(rho)))
-        metrics_json = Path(self.traversal_png).with_name("metrics.json")  # evaluate.json's, written before us
-        if metrics_json.exists():
-            doc = json.loads(metrics_json.read_text())
-            doc.setdefault("metrics", {}).update(metrics)
-            metrics_json.write_text(json.dumps(doc, indent=1, default=float) + "\n")
         return metrics
