@@ -151,14 +151,20 @@ class Demo:
         growers = [r for r in rows if r.get("growth_class") == "grower"] or rows
         return growers[0]["subject_id"]
 
+    def _shared_extra(self) -> dict[str, Any]:
+        """Overrides given to both encoders when the demo is called with them (e.g. ``--tumour_weight 10``);
+        otherwise the bundles' own defaults apply."""
+        return {k: self.p[k] for k in ("tumour_weight",) if k in self.p}
+
     def stage_vae(self) -> None:
-        self._train_encoder("vae_baseline", ["train.json"], self.p["vae_epochs"], {})
+        self._train_encoder("vae_baseline", ["train.json"], self.p["vae_epochs"], self._shared_extra())
         self._evaluate_encoder("vae_baseline", ["train.json"])
 
     def stage_dipvae(self) -> None:
         p = self.p
         self._train_encoder("dipvae", ["train.json", "exp3.json"], p["dip_epochs"],
-                            {"lambda_start_epoch": p["lambda_start"], "lambda_cov_annealing_epochs": p["lambda_warmup"]})
+                            {"lambda_start_epoch": p["lambda_start"], "lambda_cov_annealing_epochs": p["lambda_warmup"],
+                             **self._shared_extra()})
         self._evaluate_encoder("dipvae", ["train.json", "exp3.json"])
 
     def stage_latent_ode(self) -> None:
