@@ -107,7 +107,9 @@ def write_report(out: str | Path, size: str, params: dict[str, Any], commands: d
     md: list[str] = [f"# Meningioma growth modelling: demo report ({size})", "",
                      f"Cohort: {params.get('subjects')} subjects x {params.get('timepoints')} timepoints, "
                      f"state {params.get('spatial_size')} at {params.get('spacing')} mm, z_dim {params.get('z_dim')}; "
-                     f"encoders {params.get('vae_epochs')} / {params.get('dip_epochs')} epochs.", "",
+                     f"encoders {params.get('vae_epochs')} / {params.get('dip_epochs')} epochs"
+                     + (f"; tumour voxels weighted x{params['tumour_weight']:g} in both encoders' likelihood"
+                        if float(params.get("tumour_weight", 1.0)) != 1.0 else "") + ".", "",
                      "## Encoders on held-out test subjects", "",
                      "Collapse verdict on the training split (the data the model was fitted to): "
                      f"vae_baseline: {enc['vae_baseline']['verdict_train'] or '–'}; "

@@ -127,8 +127,10 @@ def tumour_voxel_weight(label: torch.Tensor, weight: float, labels: tuple[int, .
     almost no reason to draw it, and a latent that knows the tumour's size does not change the image (flat
     traversals). Weighting the segmented tumour's voxels by ``weight`` is a Gaussian likelihood with a
     ``sqrt(weight)`` times smaller standard deviation there (a heteroscedastic decoder with a known noise map;
-    cf. class-weighted losses in segmentation). It needs the segmentation, so it belongs to the semi-supervised
-    Exp3 layer, not to the unsupervised vae_baseline.
+    cf. class-weighted losses in segmentation). It needs the segmentation: the Exp3 layer sets it (20), the
+    unsupervised vae_baseline keeps 1 by default. On 200 x 4 subjects at 128^3 the baseline trades one collapse
+    bar for another with it: held-out probe R² (log volume / centroid) 0.06 / 0.12 -> 0.65 / 0.84 -> 0.87 / 0.89
+    and z=0 / mu MSE ratio 2.11 -> 1.85 -> 1.21 for weights 1 / 5 / 20 (bundles/vae_baseline/docs/README.md).
     """
     if weight < 1.0:
         raise ValueError(f"tumour weight must be >= 1, got {weight}")
