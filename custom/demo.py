@@ -123,7 +123,8 @@ class Demo:
             dataset_dir=str(self.cohort), output_dir=str(run), ckpt_dir=str(run / "models"), epochs=epochs,
             val_interval=p["val_interval"], spatial_size=p["spatial_size"], spacing=p["spacing"], z_dim=p["z_dim"],
             batch_size=p["batch_size"], amp=p["amp"], compile=p["compile"], num_workers=p["num_workers"],
-            figure_interval=max(1, epochs // p["val_interval"]), checkpoint_interval=p["checkpoint_interval"], **extra)
+            figure_interval=max(1, epochs // p["val_interval"]), checkpoint_interval=p["checkpoint_interval"],
+            tumour_weight=p["tumour_weight"], **extra)
         self._exec(f"{name}_train", cmd, epochs_csv=run / "metrics.csv", total=epochs)
 
     def _evaluate_encoder(self, name: str, configs: list[str]) -> None:
@@ -154,20 +155,14 @@ class Demo:
         growers = [r for r in rows if r.get("growth_class") == "grower"] or rows
         return growers[0]["subject_id"]
 
-    def _shared_extra(self) -> dict[str, Any]:
-        """Overrides given to both encoders alike, so that the report compares them under the same likelihood:
-        ``tumour_weight`` (per size in :data:`SIZES`; ``--tumour_weight`` on the command line overrides it)."""
-        return {k: self.p[k] for k in ("tumour_weight",) if k in self.p}
-
     def stage_vae(self) -> None:
-        self._train_encoder("vae_baseline", ["train.json"], self.p["vae_epochs"], self._shared_extra())
+        self._train_encoder("vae_baseline", ["train.json"], self.p["vae_epochs"], {})
         self._evaluate_encoder("vae_baseline", ["train.json"])
 
     def stage_dipvae(self) -> None:
         p = self.p
         self._train_encoder("dipvae", ["train.json", "exp3.json"], p["dip_epochs"],
-                            {"lambda_start_epoch": p["lambda_start"], "lambda_cov_annealing_epochs": p["lambda_warmup"],
-                             **self._shared_extra()})
+                            {"lambda_start_epoch": p["lambda_start"], "lambda_cov_annealing_epochs": p["lambda_warmup"]})
         self._evaluate_encoder("dipvae", ["train.json", "exp3.json"])
 
     def stage_latent_ode(self) -> None:
