@@ -22,7 +22,8 @@ def trained(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     out = tmp_path_factory.mktemp("vae_run")
     models = out / "models"
     run_bundle("run", "training", "--config_file", str(CFG / "train.json"), "--dataset_dir", str(tiny_cohort),
-               "--output_dir", str(out), "--ckpt_dir", str(models), "--epochs", "2", "--val_interval", "1", *TINY)
+               "--output_dir", str(out), "--ckpt_dir", str(models), "--epochs", "2", "--val_interval", "1",
+               "--tumour_weight", "5", "--tumour_weight_hold", "1", *TINY)
     return {"out": out, "models": models, "cohort": tiny_cohort}
 
 
@@ -41,6 +42,8 @@ def test_training_leaves_every_artefact(trained: dict[str, Path]) -> None:
     # beta at epoch 1 of the cyclical schedule is 0 (Fu et al. 2019), the free-bits floor is 0.1 * z_dim
     assert float(rows[0]["sched/beta"]) == 0.0
     assert float(rows[0]["sched/expected_kl_floor"]) == pytest.approx(0.1 * 16)
+    # tumour-emphasis warm-up from the command line: weight 5 for epoch 1, the plain likelihood from epoch 2
+    assert [float(r["sched/tumour_weight"]) for r in rows] == [5.0, 1.0]
 
 
 def test_checkpoint_holds_resume_state(trained: dict[str, Path]) -> None:

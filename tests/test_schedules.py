@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from custom.schedules import ConstantBeta, CyclicalBeta, DIPLambdaSchedule, LinearBeta, LinearCapacity
+from custom.engines.handlers.schedules import ScheduleHandler
+from custom.schedules import ConstantBeta, CyclicalBeta, DIPLambdaSchedule, LinearBeta, LinearCapacity, TumourWeightSchedule
 
 
 @pytest.mark.parametrize(
@@ -75,3 +76,25 @@ def test_invalid_arguments_raise() -> None:
         LinearBeta(warmup_epochs=-1)
     with pytest.raises(ValueError):
         DIPLambdaSchedule(start_epoch=-1)
+
+
+@pytest.mark.parametrize("epoch, expected", [(1, 20.0), (10, 20.0), (11, 20.0 - 19.0 / 10), (15, 10.5), (20, 1.0), (40, 1.0)])
+def test_tumour_weight_warmup_hand_values(epoch: int, expected: float) -> None:
+    # hold 20 for epochs 1-10, then 20 + (1 - 20) * (t - 10) / 10: 18.1 at 11, 10.5 at 15, 1 from 20 on
+    assert TumourWeightSchedule(peak=20.0, hold_epochs=10, decay_epochs=10)(epoch) == pytest.approx(expected)
+
+
+def test_tumour_weight_constant_and_step() -> None:
+    assert [TumourWeightSchedule(peak=5.0)(t) for t in (1, 100)] == [5.0, 5.0]  # hold None: the constant weight
+    assert [TumourWeightSchedule(peak=5.0, hold_epochs=3)(t) for t in (0, 3, 4)] == [5.0, 5.0, 1.0]
+    assert TumourWeightSchedule()(7) == 1.0  # the plain likelihood
+    with pytest.raises(ValueError):
+        TumourWeightSchedule(peak=0.5)
+    with pytest.raises(ValueError):
+        TumourWeightSchedule(peak=2.0, hold_epochs=-1)
+
+
+def test_schedule_handler_hands_the_tumour_weight_to_the_step() -> None:
+    handler = ScheduleHandler(beta=ConstantBeta(1.0), tumour_weight=TumourWeightSchedule(peak=8.0, hold_epochs=2, decay_epochs=2))
+    assert [handler.values(t)["tumour_weight"] for t in (2, 3, 4)] == [8.0, 4.5, 1.0]
+    assert "tumour_weight" not in ScheduleHandler(beta=ConstantBeta(1.0)).values(1)

@@ -42,3 +42,15 @@ def test_tumour_weight_scales_the_tumour_voxels_squared_error(weight: float) -> 
 def test_tumour_weight_below_one_is_refused() -> None:
     with pytest.raises(ValueError):
         VAETrainStep(tumour_weight=0.5)
+
+
+def test_scheduled_tumour_weight_replaces_the_constant_and_stays_out_of_the_loss() -> None:
+    # the schedule handler puts the epoch's weight in loss_kwargs; the step uses it and does not pass it on
+    x = torch.ones(1, 1, 2, 2, 2)
+    label = torch.zeros(1, 1, 2, 2, 2, dtype=torch.uint8)
+    label[0, 0, 0, 0, :] = 3
+    engine = _engine()
+    engine.state.loss_kwargs = {"beta": 1.0, "tumour_weight": 3.0}
+    out = VAETrainStep(tumour_weight=20.0)(engine, {"image": x, "label": label})
+    assert float(out["recon"]) == pytest.approx((6 + 2 * 3.0) / 2.0)
+    assert engine.state.loss_kwargs == {"beta": 1.0, "tumour_weight": 3.0}  # the engine's state is not consumed

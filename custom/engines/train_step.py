@@ -35,6 +35,7 @@ class VAETrainStep:
         channels_last: feed the image as ``channels_last_3d``.
         tumour_weight: weight of the segmented tumour's voxels in the reconstruction likelihood
             (:func:`custom.losses.elbo.tumour_voxel_weight`); 1 = unweighted. Cases without a label are unweighted.
+            A ``tumour_weight`` in ``engine.state.loss_kwargs`` (set each epoch by the schedule handler) replaces it.
     """
 
     def __init__(self, amp: bool = False, grad_clip: float = 5.0, supervision: nn.Module | None = None,
@@ -55,10 +56,11 @@ class VAETrainStep:
         network.train()
         optimizer.zero_grad(set_to_none=True)
         loss_kwargs = dict(getattr(engine.state, "loss_kwargs", None) or {"beta": 1.0})
-        label = batchdata.get("label") if self.tumour_weight > 1.0 else None
+        tumour_weight = float(loss_kwargs.pop("tumour_weight", self.tumour_weight))
+        label = batchdata.get("label") if tumour_weight > 1.0 else None
         if isinstance(label, torch.Tensor) and label.shape[2:] == x.shape[2:]:
             label = (label.as_tensor() if hasattr(label, "as_tensor") else label).to(device, non_blocking=True)
-            loss_kwargs["voxel_weight"] = tumour_voxel_weight(label, self.tumour_weight, TUMOUR_LABELS)
+            loss_kwargs["voxel_weight"] = tumour_voxel_weight(label, tumour_weight, TUMOUR_LABELS)
 
         with autocast_context(device, self.amp):
             x_hat, mu, logvar, _ = network(x)
