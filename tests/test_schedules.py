@@ -98,3 +98,17 @@ def test_schedule_handler_hands_the_tumour_weight_to_the_step() -> None:
     handler = ScheduleHandler(beta=ConstantBeta(1.0), tumour_weight=TumourWeightSchedule(peak=8.0, hold_epochs=2, decay_epochs=2))
     assert [handler.values(t)["tumour_weight"] for t in (2, 3, 4)] == [8.0, 4.5, 1.0]
     assert "tumour_weight" not in ScheduleHandler(beta=ConstantBeta(1.0)).values(1)
+
+
+@pytest.mark.parametrize("epoch, expected", [(1, 1.0), (20, 1.0), (21, 1.0 + 19.0 / 5), (23, 1.0 + 19.0 * 3 / 5), (25, 20.0), (60, 20.0)])
+def test_tumour_weight_late_ramp_hand_values(epoch: int, expected: float) -> None:
+    # plain likelihood to epoch 20, then 1 + 19 (t - 20) / 5 up to 20 at epoch 25, held to the end
+    assert TumourWeightSchedule(peak=20.0, start_epoch=20, ramp_epochs=5)(epoch) == pytest.approx(expected)
+
+
+def test_tumour_weight_ramp_hold_decay() -> None:
+    s = TumourWeightSchedule(peak=5.0, start_epoch=2, ramp_epochs=2, hold_epochs=1, decay_epochs=2)
+    # 1, 1 | 3, 5 (ramp) | 5 (hold) | 3, 1 (decay) | 1
+    assert [s(t) for t in range(1, 10)] == pytest.approx([1, 1, 3, 5, 5, 3, 1, 1, 1])
+    with pytest.raises(ValueError):
+        TumourWeightSchedule(peak=2.0, start_epoch=-1)
