@@ -201,6 +201,19 @@ def test_plot_dashboard_full_and_partial(tmp_path: Path) -> None:
     assert partial.shape[0] < full.shape[0]
 
 
+def test_dashboard_draws_the_tumour_weight_only_when_it_is_not_one(tmp_path: Path) -> None:
+    from custom.plots.dashboard import _panel_specs
+
+    table = read_metrics_csv(_write_csv(tmp_path / "a.csv", ALL_COLUMNS))
+    n = len(_panel_specs(table))
+    table["sched/tumour_weight"] = np.ones_like(table["epoch"])
+    assert len(_panel_specs(table)) == n  # the plain likelihood: no panel
+    table["sched/tumour_weight"] = np.where(table["epoch"] > 6, 20.0, 1.0)
+    assert len(_panel_specs(table)) == n + 1
+    png = _read_png(plot_dashboard(_write_csv(tmp_path / "b.csv", ALL_COLUMNS + ["sched/tumour_weight"]), tmp_path / "b.png"))
+    _assert_image(png, 500, 1200)
+
+
 def test_plot_dashboard_degenerate_csvs(tmp_path: Path) -> None:
     # every validation value empty, a column that is all NaN, non-positive values on log candidates
     cols = ["epoch", "train_epoch/recon", "train_epoch/cov_penalty", "val_epoch/ssim_mean", "train_epoch/kl_raw"]

@@ -34,6 +34,9 @@ LOSS_TERMS: tuple[tuple[str, str], ...] = (
     ("train_epoch/sup_loss", "supervised"),
 )
 
+#: Lowest probe R² the probe panel shows; values below (a probe worse than the mean) are drawn on this line.
+PROBE_FLOOR: float = -0.1
+
 #: A panel's y-axis goes logarithmic when its positive series' medians span more than this factor.
 LOG_RATIO: float = 30.0
 
@@ -206,10 +209,19 @@ def _panel_probes(ax: plt.Axes, t: Table) -> None:
     """Panel 6: linear-probe R^2 of each segmentation factor from the latents (ylim [-0.1, 1])."""
     cols = [c for c in t if c.startswith("probe/r2_") and _has(t, c)]
     cmap = plt.get_cmap("tab10")
+    floor = PROBE_FLOOR
+    clipped = False
     for i, col in enumerate(cols):
-        _plot(ax, t, col, col[len("probe/r2_") :], color=cmap(i % 10))
-    ax.set_ylim(-0.1, 1.0)
+        x, y = _series(t, col)
+        clipped |= bool(np.any(y < floor))
+        # R^2 below the floor (worse than predicting the mean) is drawn on the floor, not off the panel
+        ax.plot(x, np.maximum(y, floor), label=col[len("probe/r2_") :], color=cmap(i % 10), marker="o",
+                markersize=3 if x.size < 60 else 0, linewidth=1.4)
+    ax.set_ylim(floor - 0.03, 1.0)
     ax.axhline(0.0, color="grey", linewidth=0.8)
+    if clipped:
+        ax.text(0.98, 0.96, f"R² < {floor:g} drawn at {floor:g}", transform=ax.transAxes, fontsize=7, color="grey",
+                ha="right", va="top")
     _finish(ax, "Probe R² per factor", "R²")
 
 
@@ -238,11 +250,17 @@ def _panel_z0(ax: plt.Axes, t: Table) -> None:
     _finish(ax, "z = 0 ablation vs μ reconstruction", "MSE (brain)")
 
 
+def _weights_tumour(t: Table) -> bool:
+    """True when ``sched/tumour_weight`` departs from 1 (the plain likelihood) at some epoch."""
+    return _has(t, "sched/tumour_weight") and bool(np.any(np.abs(_series(t, "sched/tumour_weight")[1] - 1.0) > 0))
+
+
 def _panel_specs(t: Table) -> list[Callable[[plt.Axes, Table], None]]:
-    """The panels (in the fixed order 1-8) whose columns are present in ``t``."""
+    """The panels (in the fixed order) whose columns are present in ``t``."""
     specs: list[tuple[bool, Callable[[plt.Axes, Table], None]]] = [
         (any(_has(t, c) for c, _ in LOSS_TERMS) or _has(t, "val_epoch/loss"), _panel_losses),
         (any(_has(t, c) for c in ("sched/beta", "sched/lambda_scale", "sched/expected_kl_floor")), _panel_beta),
+        (_weights_tumour(t), _panel_single("sched/tumour_weight", "Tumour weight in the likelihood", "w", "tab:brown")),
         (_has(t, "sched/lr"), _panel_single("sched/lr", "Learning rate", "lr", "tab:gray")),
         (
             _has(t, "train_epoch/grad_norm"),
@@ -263,6 +281,7 @@ def plot_dashboard(metrics_csv: str | Path, out_png: str | Path, title: str = ""
       1. loss terms: train total/recon/KL raw/KL constrained/cov penalty/supervised, validation loss
          as black diamonds; log y when the terms differ by more than ``LOG_RATIO``;
       2. beta (and lambda scale) schedule with KL raw and the expected-KL floor on a twin axis;
+      2b. the tumour weight of the likelihood, when it is not 1 throughout;
       3. learning rate; 4. gradient norm (log y when spanning decades);
       5. active-unit fraction (count on a twin axis);
       6. linear-probe R^2 per factor (``probe/r2_*``, ylim [-0.1, 1]);
