@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from scipy.stats import special_ortho_group
 
+from custom.metrics.probes import PROBE_ALPHAS
+
 from custom.metrics import (
     dci,
     dci_from_importance,
@@ -59,6 +61,23 @@ def test_probe_random_wide_code_does_not_overfit():
     mu, factors = rng.standard_normal((60, 64)), rng.standard_normal((60, 3))
     out = linear_probe_r2(mu, factors, NAMES[:3], groups=np.repeat(np.arange(30), 2))
     assert out["mean_r2"] < 0.1 and max(out["r2"].values()) < 0.1
+
+
+def test_nested_probe_recovers_the_noise_limited_r2_where_a_fixed_penalty_overfits():
+    # 30 subjects x 4 scans, 128 latents: z0 carries the factor, y = z0 + N(0, 0.5^2), so the best
+    # possible R^2 is Var(z0) / (Var(z0) + 0.25) = 1 / 1.25 = 0.8; the other 127 latents are noise
+    rng = np.random.default_rng(7)
+    mu = rng.standard_normal((120, 128))
+    y = mu[:, :1] + 0.5 * rng.standard_normal((120, 1))
+    groups = np.repeat(np.arange(30), 4)
+    fixed = linear_probe_r2(mu, y, ["log_volume"], groups=groups)["r2"]["log_volume"]
+    nested = linear_probe_r2(mu, y, ["log_volume"], groups=groups, alpha=PROBE_ALPHAS)["r2"]["log_volume"]
+    assert fixed < 0  # alpha = 1 on 96 training rows of 128 standardised latents: worse than the mean
+    # a ridge probe (not sparse) with fewer rows than latents recovers part of it, never more than the bound
+    assert 0.2 < nested <= 0.8
+    # one penalty in the list gives the fixed-penalty probe exactly
+    one = linear_probe_r2(mu, y, ["log_volume"], groups=groups, alpha=[1.0])["r2"]["log_volume"]
+    assert one == pytest.approx(fixed)
 
 
 def test_probe_drops_nan_rows_and_reduces_folds(codes):

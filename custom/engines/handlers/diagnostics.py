@@ -9,7 +9,9 @@ Collects the evaluation step's per-sample outputs over a whole pass, then comput
 * ``probe/r2_*``: linear probes from mu to the segmentation factors. With ``probe_fit_latents`` (evaluate.json
   encodes the training split first) the probe is fitted on those latents and scored on this pass's subjects,
   which neither the encoder nor the probe saw; the within-pass cross-validated probe (folds by subject) is then
-  ``probe_cv/r2_*``. Without it, ``probe/r2_*`` is the cross-validated probe (validation during training);
+  ``probe_cv/r2_*``. Without it, ``probe/r2_*`` is the cross-validated probe (validation during training). The
+  within-pass probe chooses its ridge penalty by nested cross-validation; with 128 latents and a few dozen
+  subjects it stays near or below 0 even for codes whose held-out probe (fitted on the training split) is high;
 * optionally (``disentanglement=True``, used by ``evaluate.json``) DCI, SAP, MIG with oracle and null,
   Gaussian total correlation and the off-diagonal covariance of mu.
 
@@ -160,8 +162,8 @@ class ValidationDiagnostics:
         enough = labelled and n_subj >= self.min_probe_subjects
         fit = self._fit_latents(mu, factors) if enough and (self.probes or self.disentanglement) else None
         if self.probes and enough:
-            from custom.metrics.probes import linear_probe_r2
-            probe = linear_probe_r2(mu, factors, list(FACTOR_NAMES), groups=subjects)["r2"]
+            from custom.metrics.probes import NESTED_ALPHAS, linear_probe_r2
+            probe = linear_probe_r2(mu, factors, list(FACTOR_NAMES), groups=subjects, alpha=NESTED_ALPHAS)["r2"]
             select = self._fit_latents(mu, factors, "probe_select_latents") if fit is not None else None
             held_out = self._held_out_probe(fit, mu, factors, select)
             if held_out is not None:
