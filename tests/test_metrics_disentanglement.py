@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy.stats import special_ortho_group
 
-from custom.metrics.probes import PROBE_ALPHAS
+from custom.metrics.probes import PROBE_ALPHAS, ridge_path_predict
 
 from custom.metrics import (
     dci,
@@ -78,6 +78,21 @@ def test_nested_probe_recovers_the_noise_limited_r2_where_a_fixed_penalty_overfi
     # one penalty in the list gives the fixed-penalty probe exactly
     one = linear_probe_r2(mu, y, ["log_volume"], groups=groups, alpha=[1.0])["r2"]["log_volume"]
     assert one == pytest.approx(fixed)
+
+
+def test_ridge_path_matches_scikit_learn_for_every_penalty():
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(8)
+    x, y, x_eval = rng.standard_normal((50, 64)), rng.standard_normal(50), rng.standard_normal((7, 64))
+    x[:, 3] = 2.0  # a constant latent (zero scale)
+    alphas = np.array([0.01, 1.0, 100.0])
+    pred = ridge_path_predict(x, y, x_eval, alphas)
+    for a, p in zip(alphas, pred):
+        ref = make_pipeline(StandardScaler(), Ridge(alpha=float(a))).fit(x, y).predict(x_eval)
+        np.testing.assert_allclose(p, ref, atol=1e-10)
 
 
 def test_probe_drops_nan_rows_and_reduces_folds(codes):
@@ -240,7 +255,7 @@ def test_held_out_probe_penalty_is_chosen_on_the_validation_subjects():
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from custom.metrics.probes import PROBE_ALPHAS, held_out_probe_r2
+    from custom.metrics.probes import PROBE_ALPHAS, ridge_path_predict, held_out_probe_r2
 
     rng = np.random.default_rng(3)
 

@@ -162,8 +162,8 @@ class ValidationDiagnostics:
         enough = labelled and n_subj >= self.min_probe_subjects
         fit = self._fit_latents(mu, factors) if enough and (self.probes or self.disentanglement) else None
         if self.probes and enough:
-            from custom.metrics.probes import NESTED_ALPHAS, linear_probe_r2
-            probe = linear_probe_r2(mu, factors, list(FACTOR_NAMES), groups=subjects, alpha=NESTED_ALPHAS)["r2"]
+            from custom.metrics.probes import PROBE_ALPHAS, linear_probe_r2
+            probe = linear_probe_r2(mu, factors, list(FACTOR_NAMES), groups=subjects, alpha=PROBE_ALPHAS)["r2"]
             select = self._fit_latents(mu, factors, "probe_select_latents") if fit is not None else None
             held_out = self._held_out_probe(fit, mu, factors, select)
             if held_out is not None:
