@@ -36,10 +36,12 @@ class VAETrainStep:
         tumour_weight: weight of the segmented tumour's voxels in the reconstruction likelihood
             (:func:`custom.losses.elbo.tumour_voxel_weight`); 1 = unweighted. Cases without a label are unweighted.
             A ``tumour_weight`` in ``engine.state.loss_kwargs`` (set each epoch by the schedule handler) replaces it.
+        latents: :class:`custom.engines.latent_buffer.TrainingLatents` that keeps each batch's mu, factors and
+            subject ids for the validation probes; None keeps nothing.
     """
 
     def __init__(self, amp: bool = False, grad_clip: float = 5.0, supervision: nn.Module | None = None,
-                 channels_last: bool = False, tumour_weight: float = 1.0) -> None:
+                 channels_last: bool = False, tumour_weight: float = 1.0, latents: Any = None) -> None:
         if float(tumour_weight) < 1.0:
             raise ValueError(f"tumour_weight must be >= 1, got {tumour_weight}")
         self.tumour_weight = float(tumour_weight)
@@ -47,6 +49,7 @@ class VAETrainStep:
         self.grad_clip = float(grad_clip)
         self.supervision = supervision
         self.channels_last = as_bool(channels_last)
+        self.latents = latents
 
     def __call__(self, engine: Any, batchdata: dict[str, Any]) -> dict[str, torch.Tensor]:
         device = engine.state.device
@@ -65,6 +68,8 @@ class VAETrainStep:
         with autocast_context(device, self.amp):
             x_hat, mu, logvar, _ = network(x)
         terms = engine.loss_function(x, x_hat, mu, logvar, **loss_kwargs)
+        if self.latents is not None and isinstance(batch.get("factors"), torch.Tensor):
+            self.latents.add(mu, batch["factors"], batchdata.get("subject_id"))
         if self.supervision is not None and "factors" in batch:
             self.supervision.to(device)
             sup = self.supervision(mu, batch["factors"])

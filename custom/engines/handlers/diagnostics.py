@@ -9,7 +9,9 @@ Collects the evaluation step's per-sample outputs over a whole pass, then comput
 * ``probe/r2_*``: linear probes from mu to the segmentation factors. With ``probe_fit_latents`` (evaluate.json
   encodes the training split first) the probe is fitted on those latents and scored on this pass's subjects,
   which neither the encoder nor the probe saw; the within-pass cross-validated probe (folds by subject) is then
-  ``probe_cv/r2_*``. Without it, ``probe/r2_*`` is the cross-validated probe (validation during training). The
+  ``probe_cv/r2_*``. During training the fit set is the last training epoch's mu (``probe_fit_source``, kept by the
+  training step), so ``probe/r2_*`` is the same held-out protocol. Without either, ``probe/r2_*`` is the
+  cross-validated probe. The
   within-pass probe chooses its ridge penalty by nested cross-validation; with 128 latents and a few dozen
   subjects it stays near or below 0 even for codes whose held-out probe (fitted on the training split) is high;
 * optionally (``disentanglement=True``, used by ``evaluate.json``) DCI, SAP, MIG with oracle and null,
@@ -53,13 +55,16 @@ class ValidationDiagnostics:
             probes on; this pass then only scores them (held-out protocol).
         probe_select_latents: ``.npz`` of a third split (validation subjects) on which the probes' ridge penalty is
             chosen (:func:`custom.metrics.probes.held_out_probe_r2`); without it, CV over the fit subjects.
+        probe_fit_source: :class:`custom.engines.latent_buffer.TrainingLatents` filled by the training step: when no
+            ``probe_fit_latents`` file is given, the probes are fitted on the last training epoch's mu and scored on
+            this pass's subjects (``probe/r2_*``), next to the within-pass CV probe (``probe_cv/r2_*``).
     """
 
     def __init__(self, free_bits: float = 0.0, probes: bool = True, disentanglement: bool = False,
                  partition: dict[str, list[int]] | None = None, metrics_json: str | None = None,
                  latents_out: str | None = None, min_probe_subjects: int = 4,
                  probe_fit_latents: str | None = None, factor_index: dict[str, list[int]] | None = None,
-                 probe_select_latents: str | None = None) -> None:
+                 probe_select_latents: str | None = None, probe_fit_source: Any = None) -> None:
         self.free_bits = float(free_bits)
         self.probes = probes
         self.disentanglement = disentanglement
@@ -70,6 +75,7 @@ class ValidationDiagnostics:
         self.min_probe_subjects = int(min_probe_subjects)
         self.probe_fit_latents = probe_fit_latents
         self.probe_select_latents = probe_select_latents
+        self.probe_fit_source = probe_fit_source
         self._rows: list[dict[str, Any]] = []
         self._payload: dict[str, Any] | None = None
 
@@ -94,7 +100,7 @@ class ValidationDiagnostics:
         configured/written."""
         name = getattr(self, which)
         if not name:
-            return None
+            return self._source_latents(mu, factors) if which == "probe_fit_latents" else None
         path = Path(name)
         if not path.exists():
             logger.warning("%s %s does not exist: %s", which, path,
@@ -107,6 +113,16 @@ class ValidationDiagnostics:
             raise ValueError(f"{path}: latents/factors of another shape than this pass "
                              f"({out['mu'].shape}, {out['factors'].shape} vs {mu.shape}, {factors.shape})")
         return out
+
+    def _source_latents(self, mu: np.ndarray, factors: np.ndarray) -> dict[str, np.ndarray] | None:
+        """The training epoch's latents from ``probe_fit_source`` when they have enough labelled subjects."""
+        fit = self.probe_fit_source.arrays() if self.probe_fit_source is not None else None
+        if fit is None or fit["mu"].shape[1] != mu.shape[1] or fit["factors"].shape[1] != factors.shape[1]:
+            return None
+        labelled = np.isfinite(fit["factors"][:, 0])
+        if len(set(fit["subject_id"][labelled].tolist())) < self.min_probe_subjects:
+            return None
+        return fit
 
     @staticmethod
     def _held_out_probe(fit: dict[str, np.ndarray] | None, mu: np.ndarray, factors: np.ndarray,
