@@ -208,14 +208,14 @@ def _panel_active_units(ax: plt.Axes, t: Table) -> None:
 def _panel_probes(ax: plt.Axes, t: Table) -> None:
     """Panel 6: linear-probe R^2 of each segmentation factor from the latents (ylim [-0.1, 1])."""
     cols = [c for c in t if c.startswith("probe/r2_") and _has(t, c)]
-    cmap = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("tab20" if len(cols) > 10 else "tab10")  # 13 factors + the centroid mean: no repeats
     floor = PROBE_FLOOR
     clipped = False
     for i, col in enumerate(cols):
         x, y = _series(t, col)
         clipped |= bool(np.any(y < floor))
         # R^2 below the floor (worse than predicting the mean) is drawn on the floor, not off the panel
-        ax.plot(x, np.maximum(y, floor), label=col[len("probe/r2_") :], color=cmap(i % 10), marker="o",
+        ax.plot(x, np.maximum(y, floor), label=col[len("probe/r2_") :], color=cmap(i % cmap.N), marker="o",
                 markersize=3 if x.size < 60 else 0, linewidth=1.4)
     ax.set_ylim(floor - 0.03, 1.0)
     ax.axhline(0.0, color="grey", linewidth=0.8)

@@ -1,4 +1,5 @@
-"""A tidy per-epoch CSV: one row per epoch, columns ``train_epoch/*``, ``val_epoch/*``, ``sched/*``, ``diag/*``, ``probe/*``.
+"""A tidy per-epoch CSV: one row per epoch, columns ``train_epoch/*``, ``val_epoch/*``, ``sched/*``, ``diag/*``,
+``probe/*`` (held-out protocol), ``probe_cv/*`` (within the validation pass), ``partition/*``.
 
 The whole file is rewritten atomically (temp file + rename) at the end of every epoch, so a killed
 run never leaves a half-written row. On resume, rows after the checkpoint's epoch are dropped before
@@ -15,7 +16,7 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
-_PREFIXES = ("train_epoch/", "val_epoch/", "sched/", "diag/", "probe/", "partition/")
+_PREFIXES = ("train_epoch/", "val_epoch/", "sched/", "diag/", "probe/", "probe_cv/", "partition/")
 
 
 class TidyCSVWriter:
