@@ -24,7 +24,8 @@ from sklearn.model_selection import (GroupKFold, GroupShuffleSplit, KFold, Shuff
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["check_code_and_factors", "train_test_indices", "linear_probe_r2", "held_out_probe_r2", "single_latent_r2", "ridge_path_predict"]
+__all__ = ["check_code_and_factors", "train_test_indices", "linear_probe_r2", "held_out_probe_r2", "single_latent_r2",
+           "ridge_path_predict"]
 
 
 def check_code_and_factors(
@@ -139,7 +140,6 @@ def linear_probe_r2(
     }
 
 
-
 def _ridge(alpha: float) -> Any:
     """Standardise -> ridge regression (the probe model)."""
     return make_pipeline(StandardScaler(), Ridge(alpha=alpha))
@@ -208,9 +208,10 @@ def held_out_probe_r2(
     - with a selection set ``(mu_select, factors_select)`` of at least ``min_select_subjects`` subjects (the
       validation split: subjects the encoder was not fitted to either), as the ``alpha`` whose probe, fitted on the
       whole fit set, scores the highest R^2 there -- the usual train / validation / test protocol;
-    - otherwise by ``GroupKFold`` cross-validation over ``groups_fit`` (subjects; the pooled out-of-fold R^2). This can mislead when the encoder
-      has memorised its training subjects: on a recorded 128^3 vae_baseline, CV over training subjects scored
-      R^2 <= 0.02 for every alpha and picked 3162 (test R^2 0.06), while alpha = 1 gave 0.52 on the test subjects.
+    - otherwise by ``GroupKFold`` cross-validation over ``groups_fit`` (subjects; pooled out-of-fold R^2). This can
+      mislead when the encoder has memorised its training subjects: on a recorded 128^3 vae_baseline, CV over
+      training subjects scored R^2 <= 0.02 for every alpha and picked 3162 (test R^2 0.06), while alpha = 1 gave
+      0.52 on the test subjects.
 
     With a 128-d code, fitting a probe inside a 7-subject test split (:func:`linear_probe_r2`) measures the
     probe's sample size more than the code; this is the standard "train the readout on the training set,
