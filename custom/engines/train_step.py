@@ -68,8 +68,6 @@ class VAETrainStep:
         with autocast_context(device, self.amp):
             x_hat, mu, logvar, _ = network(x)
         terms = engine.loss_function(x, x_hat, mu, logvar, **loss_kwargs)
-        if self.latents is not None and isinstance(batch.get("factors"), torch.Tensor):
-            self.latents.add(mu, batch["factors"], batchdata.get("subject_id"))
         if self.supervision is not None and "factors" in batch:
             self.supervision.to(device)
             sup = self.supervision(mu, batch["factors"])
@@ -87,6 +85,9 @@ class VAETrainStep:
         else:
             optimizer.zero_grad(set_to_none=True)
             _record_nonfinite(engine, batch_case_ids(batchdata), loss.detach(), grad_norm)
+        if self.latents is not None and isinstance(batch.get("factors"), torch.Tensor):
+            # after the finiteness check has synchronised: the copy does not stall the backward pass
+            self.latents.add(mu, batch["factors"], batchdata.get("subject_id"))
 
         out = {k: v.detach() for k, v in terms.items() if isinstance(v, torch.Tensor)}
         out["grad_norm"] = grad_norm.detach()

@@ -210,13 +210,11 @@ def _panel_probes(ax: plt.Axes, t: Table) -> None:
     cols = [c for c in t if c.startswith("probe/r2_") and _has(t, c)]
     cmap = plt.get_cmap("tab20" if len(cols) > 10 else "tab10")  # 13 factors + the centroid mean: no repeats
     floor = PROBE_FLOOR
-    clipped = False
+    # R^2 below the floor (a probe worse than the mean) is drawn on the floor, not off the panel (NaN stays NaN)
+    shown = {"epoch": t["epoch"], **{c: np.maximum(t[c], floor) for c in cols}}  # np.maximum keeps NaN
+    clipped = any(bool(np.any(t[c] < floor)) for c in cols)  # NaN compares False
     for i, col in enumerate(cols):
-        x, y = _series(t, col)
-        clipped |= bool(np.any(y < floor))
-        # R^2 below the floor (worse than predicting the mean) is drawn on the floor, not off the panel
-        ax.plot(x, np.maximum(y, floor), label=col[len("probe/r2_") :], color=cmap(i % cmap.N), marker="o",
-                markersize=3 if x.size < 60 else 0, linewidth=1.4)
+        _plot(ax, shown, col, col[len("probe/r2_") :], color=cmap(i % cmap.N))
     ax.set_ylim(floor - 0.03, 1.0)
     ax.axhline(0.0, color="grey", linewidth=0.8)
     if clipped:
@@ -252,7 +250,7 @@ def _panel_z0(ax: plt.Axes, t: Table) -> None:
 
 def _weights_tumour(t: Table) -> bool:
     """True when ``sched/tumour_weight`` departs from 1 (the plain likelihood) at some epoch."""
-    return _has(t, "sched/tumour_weight") and bool(np.any(np.abs(_series(t, "sched/tumour_weight")[1] - 1.0) > 0))
+    return _has(t, "sched/tumour_weight") and bool(np.any(_series(t, "sched/tumour_weight")[1] != 1.0))
 
 
 def _panel_specs(t: Table) -> list[Callable[[plt.Axes, Table], None]]:

@@ -11,9 +11,8 @@ Collects the evaluation step's per-sample outputs over a whole pass, then comput
   which neither the encoder nor the probe saw; the within-pass cross-validated probe (folds by subject) is then
   ``probe_cv/r2_*``. During training the fit set is the last training epoch's mu (``probe_fit_source``, kept by the
   training step), so ``probe/r2_*`` is the same held-out protocol. Without either, ``probe/r2_*`` is the
-  cross-validated probe. The
-  within-pass probe chooses its ridge penalty by nested cross-validation; with 128 latents and a few dozen
-  subjects it stays near or below 0 even for codes whose held-out probe (fitted on the training split) is high;
+  cross-validated probe. The within-pass probe chooses its ridge penalty by nested cross-validation; with 128
+  latents and a few dozen subjects it stays near or below 0 even for codes whose held-out probe is high;
 * optionally (``disentanglement=True``, used by ``evaluate.json``) DCI, SAP, MIG with oracle and null,
   Gaussian total correlation and the off-diagonal covariance of mu.
 
@@ -100,7 +99,7 @@ class ValidationDiagnostics:
         configured/written."""
         name = getattr(self, which)
         if not name:
-            return self._source_latents(mu, factors) if which == "probe_fit_latents" else None
+            return None
         path = Path(name)
         if not path.exists():
             logger.warning("%s %s does not exist: %s", which, path,
@@ -176,7 +175,9 @@ class ValidationDiagnostics:
         labelled = factors is not None and np.isfinite(factors[:, 0]).sum() > 0
         n_subj = len({s for s, f in zip(subjects, factors[:, 0]) if np.isfinite(f)}) if labelled else 0
         enough = labelled and n_subj >= self.min_probe_subjects
-        fit = self._fit_latents(mu, factors) if enough and (self.probes or self.disentanglement) else None
+        fit = None
+        if enough and (self.probes or self.disentanglement):
+            fit = self._fit_latents(mu, factors) or self._source_latents(mu, factors)
         if self.probes and enough:
             from custom.metrics.probes import PROBE_ALPHAS, linear_probe_r2
             probe = linear_probe_r2(mu, factors, list(FACTOR_NAMES), groups=subjects, alpha=PROBE_ALPHAS)["r2"]
@@ -214,7 +215,6 @@ class ValidationDiagnostics:
             np.savez(path, mu=mu, logvar=logvar, factors=factors if factors is not None else np.zeros((len(mu), 0)),
                      factor_names=np.array(FACTOR_NAMES), case_id=np.array(case_ids), subject_id=np.array(subjects))
 
-
     def _write_metrics_json(self, engine: Engine) -> None:
         payload = self._payload
         if not self.metrics_json or payload is None:
@@ -223,6 +223,7 @@ class ValidationDiagnostics:
         path = Path(self.metrics_json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**payload, "metrics": metrics}, indent=1, default=_json_default))
+
 
 def _partition_r2(mu: np.ndarray, factors: np.ndarray, partition: dict[str, list[int]],
                   factor_index: dict[str, list[int]] | None = None) -> dict[str, float]:
