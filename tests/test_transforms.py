@@ -176,5 +176,8 @@ def test_gpu_cache_moves_to_the_device_before_the_first_random_transform() -> No
     out = _to_device_before_random(chain, Mover, "cuda:0").transforms
     assert isinstance(out[1], Mover) and isinstance(out[2], RandAffined)
     assert set(out[1].keys) == {"image", "factors", "label"}  # the label is resampled with the image
+    # the affine's sampling grid is built on the cache's device too (MONAI's default builds it on the CPU)
+    assert out[2].rand_affine.rand_affine_grid.device == torch.device("cuda:0")
+    assert out[2].rand_affine.resampler.device == torch.device("cuda:0")
     plain = _to_device_before_random(Compose([Identityd(keys="image")]), Mover, "cuda:0").transforms
     assert isinstance(plain[-1], Mover) and "label" not in plain[-1].keys
