@@ -181,3 +181,20 @@ def test_gpu_cache_moves_to_the_device_before_the_first_random_transform() -> No
     assert out[2].rand_affine.resampler.device == torch.device("cuda:0")
     plain = _to_device_before_random(Compose([Identityd(keys="image")]), Mover, "cuda:0").transforms
     assert isinstance(plain[-1], Mover) and "label" not in plain[-1].keys
+
+
+@pytest.mark.parametrize("bundle", ["vae_baseline", "dipvae"])
+def test_augment_id_reaches_training_only(bundle: str) -> None:
+    """``--augment True`` augments the training chain; validation and evaluation (which reuse ``validate``) never do."""
+    from monai.bundle import ConfigParser
+    from monai.transforms import Randomizable
+
+    from conftest import REPO
+
+    parser = ConfigParser()
+    parser.read_config([str(REPO / "bundles" / bundle / "configs" / f) for f in ("train.json", "evaluate.json")])
+    parser.update({"augment": True})
+    random_steps = lambda key: [t for t in parser.get_parsed_content(key).transforms  # noqa: E731
+                                if isinstance(t, Randomizable)]
+    assert random_steps("train#preprocessing")
+    assert not random_steps("validate#preprocessing")

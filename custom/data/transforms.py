@@ -15,7 +15,8 @@ Order: load (4 files stacked as channels) -> channel first -> RAS -> spacing -> 
 factors -> pad/crop -> [augment] -> types. Normalising before pad/crop keeps the statistics those of
 the brain, not of the field of view. Augmentation (off by default) acts on the fixed-size tensors and
 applies the same affine to image and label; the factors keep describing the un-augmented anatomy
-(rotations <= 5 degrees and scalings <= 5 % move them by less than the measurement noise).
+(scalings <= 5 % per axis change the log volume by at most +-0.15; rotations <= 5 degrees and the scaling move
+the centroid by a few mm), which can only lower a probe fitted on augmented latents.
 
 MONAI Label-style inference sends ``{"image": path_or_paths}`` only: use
 :func:`get_inference_preprocessing` (one 4-channel NIfTI or a list of four 3D files both work).
@@ -36,8 +37,6 @@ from monai.transforms import (
     NormalizeIntensityd,
     Orientationd,
     RandAffined,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
     ResizeWithPadOrCropd,
     Spacingd,
 )
@@ -87,7 +86,9 @@ def get_preprocessing(
         with_label: load and resample ``label_key`` when present (missing labels are allowed).
         with_factors: add ``factors_key`` (NaN when there is no label or ``with_label`` is False).
         augment: mild random affine (rotation <= 5 deg, scale <= 5 %) on image and label with the
-            same geometry, then random intensity scaling (x(1 +- 0.1)) and shift (+- 0.1) on the image.
+            same geometry. No intensity scale or shift: each case is z-scored inside the brain, which removes a
+            global gain or offset at test time, and a shift would also make the zero background non-zero, which
+            the brain masks of the metrics rely on. Training chains only; validation and evaluation never augment.
         image_key, label_key, factors_key: item keys.
         augment_prob: probability of each random transform.
 
@@ -129,8 +130,6 @@ def get_preprocessing(
                 padding_mode="zeros",
                 allow_missing_keys=True,
             ),
-            RandScaleIntensityd(keys=image_key, factors=0.1, prob=augment_prob),
-            RandShiftIntensityd(keys=image_key, offsets=0.1, prob=augment_prob),
         ]
     transforms.append(EnsureTyped(keys=image_key, dtype=torch.float32))
     if with_label:
