@@ -30,22 +30,23 @@ SIZES: dict[str, dict[str, Any]] = {
     "cpu": {"subjects": 120, "timepoints": 4, "synth_spacing": 7.5, "spacing": 7.5, "spatial_size": [32, 32, 32],
             "z_dim": 32, "batch_size": 4, "vae_epochs": 16, "dip_epochs": 16, "lambda_start": 8, "lambda_warmup": 6,
             "val_interval": 4, "ode_epochs": 300, "amp": False, "compile": False, "num_workers": 2, "growth": "fast",
-            "checkpoint_interval": 4, "parallel_encoders": False, "tumour_weight": 1.0},
+            "checkpoint_interval": 4, "parallel_encoders": False, "tumour_weight": 1.0, "vae_augment": True},
     # tumour_weight (both encoders): x20 on the segmented tumour at 128^3 makes the decoders draw it (z_vol grows
     # it in the traversal; the baseline's held-out probes rose from 0.07 / 0.37 to 0.80 / 0.88); at 32^3 it made
     # the ODE forecast worse than LOCF, so cpu keeps the plain likelihood (measurements in bundles/*/docs/README.md)
     # gpu: eager, not compiled (at ~7k volumes per encoder the ~40 s compile costs more than it saves); the two
     # encoders train at the same time on the one GPU (each leaves it idle while it caches data and evaluates);
     # DIP from epoch 10, full at 22 of 30: from 6 (full at 15) the decoder stopped using z (z=0 decoded within
-    # 1.04x of mu on the recorded H100 run)
+    # 1.04x of mu on the recorded H100 run). vae_augment (the baseline's `augment`, on by default since 0.4.0): the
+    # recorded gpu demo ran without it, and tiny is a smoke test
     "gpu": {"subjects": 80, "timepoints": 4, "synth_spacing": 1.875, "spacing": 1.875, "spatial_size": [128, 128, 128],
             "z_dim": 128, "batch_size": 4, "vae_epochs": 30, "dip_epochs": 30, "lambda_start": 10, "lambda_warmup": 12,
             "val_interval": 10, "ode_epochs": 300, "amp": True, "compile": False, "num_workers": 8, "growth": "fast",
-            "checkpoint_interval": 10, "parallel_encoders": True, "tumour_weight": 20.0},
+            "checkpoint_interval": 10, "parallel_encoders": True, "tumour_weight": 20.0, "vae_augment": False},
     "tiny": {"subjects": 6, "timepoints": 3, "synth_spacing": 7.5, "spacing": 7.5, "spatial_size": [32, 32, 32],
              "z_dim": 16, "batch_size": 2, "vae_epochs": 1, "dip_epochs": 1, "lambda_start": 1, "lambda_warmup": 1,
              "val_interval": 1, "ode_epochs": 20, "amp": False, "compile": False, "num_workers": 1, "growth": "fast",
-             "checkpoint_interval": 1, "parallel_encoders": False, "tumour_weight": 1.0},
+             "checkpoint_interval": 1, "parallel_encoders": False, "tumour_weight": 1.0, "vae_augment": False},
 }
 
 
@@ -156,7 +157,7 @@ class Demo:
         return growers[0]["subject_id"]
 
     def stage_vae(self) -> None:
-        self._train_encoder("vae_baseline", ["train.json"], self.p["vae_epochs"], {})
+        self._train_encoder("vae_baseline", ["train.json"], self.p["vae_epochs"], {"augment": self.p["vae_augment"]})
         self._evaluate_encoder("vae_baseline", ["train.json"])
 
     def stage_dipvae(self) -> None:

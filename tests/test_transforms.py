@@ -198,3 +198,23 @@ def test_augment_id_reaches_training_only(bundle: str) -> None:
                                 if isinstance(t, Randomizable)]
     assert random_steps("train#preprocessing")
     assert not random_steps("validate#preprocessing")
+
+
+def test_augmentation_generators_restore_exactly(item: dict) -> None:
+    """Saving and restoring the chain's generators (what the resume checkpoint does) replays the same augmentations."""
+    from custom.engines.handlers.checkpoints import transform_rngs
+
+    chain = get_preprocessing(spacing=2.0, spatial_size=(16, 16, 16), augment=True, augment_prob=1.0)
+    chain.set_random_state(seed=3)
+    chain(dict(item))  # advance past the first draw, as a finished epoch would
+    rngs = transform_rngs(chain)
+    assert len(rngs) >= 2  # RandAffined keeps generators in nested transforms too
+    saved = [r.get_state() for r in rngs]
+    expected = [chain(dict(item))["image"] for _ in range(2)]
+    fresh = get_preprocessing(spacing=2.0, spatial_size=(16, 16, 16), augment=True, augment_prob=1.0)
+    fresh.set_random_state(seed=99)  # a resumed process reseeds differently
+    for r, s in zip(transform_rngs(fresh), saved):
+        r.set_state(s)
+    replay = [fresh(dict(item))["image"] for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(expected, replay))
+    assert not torch.equal(expected[0], expected[1])

@@ -3,8 +3,8 @@
 Ignite's ``DiskSaver(atomic=True)`` writes to a temporary file and renames it, so a job killed during
 a save never leaves a corrupt checkpoint (MONAI's ``CheckpointSaver`` uses ``atomic=False``).
 The resume checkpoint holds the network, optimizer, trainer state (epoch/iteration), optional LR
-scheduler, the global RNG states (:class:`RNGState`) and the training loader's shuffle generator
-(:class:`LoaderRNGState`); ``models/model.pt`` holds the network weights alone,
+scheduler, the global RNG states (:class:`RNGState`) and the training loader's shuffle generator and
+augmentation generators (:class:`LoaderRNGState`); ``models/model.pt`` holds the network weights alone,
 which is what ``inference.json`` and MONAI Label read.
 """
 
@@ -48,23 +48,75 @@ class LoaderRNGState:
     ``k + 1``; restoring it makes a resumed run see exactly the batches of an uninterrupted one.
     Without it the generator restarts from its seed and the resumed epoch replays epoch 1's order.
     A loader without a generator (or a sampler seeded per epoch) gives an empty state, which loads as a no-op.
+    The generators of the dataset's random augmentations (:func:`transform_rngs`) are kept the same way.
     """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    def _loader(self) -> Any:
+        return getattr(self.engine.state, "dataloader", None) or getattr(self.engine, "data_loader", None)
+
     def _generator(self) -> torch.Generator | None:
-        loader = getattr(self.engine.state, "dataloader", None) or getattr(self.engine, "data_loader", None)
-        return getattr(loader, "generator", None)
+        return getattr(self._loader(), "generator", None)
 
     def state_dict(self) -> dict[str, Any]:
         gen = self._generator()
-        return {"generator": gen.get_state()} if gen is not None else {}
+        state: dict[str, Any] = {"generator": gen.get_state()} if gen is not None else {}
+        rngs = transform_rngs(getattr(getattr(self._loader(), "dataset", None), "transform", None))
+        if rngs:
+            state["transforms"] = [r.get_state() for r in rngs]
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         gen = self._generator()
         if gen is not None and "generator" in state:
             gen.set_state(state["generator"])
+        rngs = transform_rngs(getattr(getattr(self._loader(), "dataset", None), "transform", None))
+        saved = state.get("transforms", [])
+        if saved and len(saved) == len(rngs):
+            for r, s in zip(rngs, saved):
+                r.set_state(s)
+        elif saved:
+            logger.warning("resume: the augmentation RNGs (%d saved, %d now) do not match; the resumed epochs "
+                           "augment differently from an uninterrupted run", len(saved), len(rngs))
+
+
+def transform_rngs(transform: Any) -> list[np.random.RandomState]:
+    """Every ``RandomState`` a MONAI transform chain draws from, in a fixed order (duplicates once).
+
+    The random augmentations of the training chain (``RandAffined`` and the ``RandAffine`` /
+    ``RandAffineGrid`` it holds, each with its own ``R``) advance their generators every batch; MONAI's
+    ``DataLoader`` seeds them once, when the loader is built. Saving them with the resume checkpoint makes a
+    resumed run augment its remaining epochs exactly as the uninterrupted run would.
+    """
+    from monai.transforms import Randomizable
+
+    found: list[np.random.RandomState] = []
+    seen: set[int] = set()
+
+    def walk(obj: Any) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, (list, tuple)):
+            for item in obj:
+                walk(item)
+            return
+        if not isinstance(obj, Randomizable):
+            return
+        r = getattr(obj, "R", None)
+        if isinstance(r, np.random.RandomState) and id(r) not in seen:
+            seen.add(id(r))
+            found.append(r)
+        for name in sorted(vars(obj)):
+            value = vars(obj)[name]
+            if isinstance(value, (Randomizable, list, tuple)):
+                walk(value)
+
+    if transform is not None:
+        walk(transform)
+    return found
 
 
 class _FixedNameSaver(DiskSaver):
