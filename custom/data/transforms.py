@@ -13,8 +13,8 @@ Item out:
 
 Order: load (4 files stacked as channels) -> channel first -> RAS -> spacing -> normalise ->
 factors -> pad/crop -> [augment] -> types. Normalising before pad/crop keeps the statistics those of
-the brain, not of the field of view. Augmentation (off by default) acts on the fixed-size tensors and
-applies the same affine to image and label; the factors keep describing the un-augmented anatomy
+the brain, not of the field of view. Augmentation (the bundles' ``augment`` id; training only) acts on the
+fixed-size tensors and applies the same affine to image and label; the factors keep describing the un-augmented anatomy
 (scalings <= 5 % per axis change the log volume by at most +-0.15; rotations <= 5 degrees and the scaling move
 the centroid by a few mm), which can only lower a probe fitted on augmented latents.
 

@@ -60,10 +60,13 @@ class LoaderRNGState:
     def _generator(self) -> torch.Generator | None:
         return getattr(self._loader(), "generator", None)
 
+    def _augmentation_rngs(self) -> list[np.random.RandomState]:
+        return transform_rngs(getattr(getattr(self._loader(), "dataset", None), "transform", None))
+
     def state_dict(self) -> dict[str, Any]:
         gen = self._generator()
         state: dict[str, Any] = {"generator": gen.get_state()} if gen is not None else {}
-        rngs = transform_rngs(getattr(getattr(self._loader(), "dataset", None), "transform", None))
+        rngs = self._augmentation_rngs()
         if rngs:
             state["transforms"] = [r.get_state() for r in rngs]
         return state
@@ -72,7 +75,7 @@ class LoaderRNGState:
         gen = self._generator()
         if gen is not None and "generator" in state:
             gen.set_state(state["generator"])
-        rngs = transform_rngs(getattr(getattr(self._loader(), "dataset", None), "transform", None))
+        rngs = self._augmentation_rngs()
         saved = state.get("transforms", [])
         if saved and len(saved) == len(rngs):
             for r, s in zip(rngs, saved):
