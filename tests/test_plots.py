@@ -267,3 +267,32 @@ def test_plot_traversal_multiplane(tmp_path: Path) -> None:
     _read_png(plot_traversal_multiplane(const, tmp_path / "const.png", ["z"], steps, mode="images"))
     with pytest.raises(ValueError):
         plot_traversal_multiplane(imgs, tmp_path / "bad.png", labels, steps, mode="nope")
+
+
+def test_active_units_count_axis_is_the_fraction_axis_in_units() -> None:
+    """The right axis is the left one times the latent size, so a constant 128/128 does not float in a +-6 band."""
+    import matplotlib.pyplot as plt
+
+    from custom.plots.dashboard import _panel_active_units
+
+    table = {"epoch": np.array([5.0, 10.0, 15.0]), "diag/au_frac": np.array([np.nan, 0.5, 1.0]),
+             "diag/au_count": np.array([np.nan, 64.0, 128.0])}
+    fig, ax = plt.subplots()
+    _panel_active_units(ax, table)
+    twin = [a for a in fig.axes if a is not ax][0]
+    lo, hi = ax.get_ylim()
+    assert twin.get_ylim() == pytest.approx((lo * 128, hi * 128))
+    plt.close(fig)
+
+
+def test_tumour_weight_panel_starts_at_zero() -> None:
+    """A constant weight of 5 reads as 5 on an axis from 0, not as a flat line in a narrow band."""
+    import matplotlib.pyplot as plt
+
+    from custom.plots.dashboard import _panel_single
+
+    table = {"epoch": np.arange(1.0, 6.0), "sched/tumour_weight": np.full(5, 5.0)}
+    fig, ax = plt.subplots()
+    _panel_single("sched/tumour_weight", "Tumour weight", "w", "tab:brown", from_zero=True)(ax, table)
+    assert ax.get_ylim() == pytest.approx((0.0, 5.5)) and ax.get_yscale() == "linear"
+    plt.close(fig)

@@ -176,14 +176,19 @@ def _panel_beta(ax: plt.Axes, t: Table) -> None:
     _finish(ax, "β schedule vs KL floor", "weight", twin)
 
 
-def _panel_single(col: str, title: str, ylabel: str, colour: str) -> Callable[[plt.Axes, Table], None]:
-    """Panels 3 and 4: one positive quantity (learning rate, gradient norm), log y when it spans decades."""
+def _panel_single(col: str, title: str, ylabel: str, colour: str,
+                  from_zero: bool = False) -> Callable[[plt.Axes, Table], None]:
+    """Panels 3 and 4: one positive quantity (learning rate, gradient norm), log y when it spans decades.
+    ``from_zero``: a linear axis from 0 (a constant tumour weight of 5 then reads as 5, not as a flat line in a
+    +-0.2 band)."""
 
     def draw(ax: plt.Axes, t: Table) -> None:
-        log = _wants_log(t, [col])
+        log = _wants_log(t, [col]) and not from_zero
         _plot(ax, t, col, ylabel, positive=log, color=colour)
         if log:
             ax.set_yscale("log")
+        elif from_zero:
+            ax.set_ylim(0.0, 1.1 * float(np.nanmax(_series(t, col)[1])))
         else:
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
         _finish(ax, title, ylabel, legend=False)
@@ -202,7 +207,18 @@ def _panel_active_units(ax: plt.Axes, t: Table) -> None:
         _plot(twin, t, "diag/au_count", "AU count (right)", color="tab:olive", linestyle="--", marker="s")
         twin.set_ylabel("active units", fontsize=8.5)
         twin.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        n_units = _units(t)
+        if n_units is not None and _has(t, "diag/au_frac"):  # one scale in two units: the two lines coincide
+            lo, hi = ax.get_ylim()
+            twin.set_ylim(lo * n_units, hi * n_units)
     _finish(ax, "Active units", "fraction", twin)
+
+
+def _units(t: Table) -> float | None:
+    """Latent size implied by the table (``au_count / au_frac`` on a row where both are known and non-zero)."""
+    count, frac = np.asarray(t.get("diag/au_count", []), float), np.asarray(t.get("diag/au_frac", []), float)
+    ok = np.isfinite(count) & np.isfinite(frac) & (frac > 0)
+    return float(np.round(count[ok][0] / frac[ok][0])) if ok.any() else None
 
 
 def _panel_probes(ax: plt.Axes, t: Table) -> None:
@@ -258,7 +274,10 @@ def _panel_specs(t: Table) -> list[Callable[[plt.Axes, Table], None]]:
     specs: list[tuple[bool, Callable[[plt.Axes, Table], None]]] = [
         (any(_has(t, c) for c, _ in LOSS_TERMS) or _has(t, "val_epoch/loss"), _panel_losses),
         (any(_has(t, c) for c in ("sched/beta", "sched/lambda_scale", "sched/expected_kl_floor")), _panel_beta),
-        (_weights_tumour(t), _panel_single("sched/tumour_weight", "Tumour weight in the likelihood", "w", "tab:brown")),
+        (
+            _weights_tumour(t),
+            _panel_single("sched/tumour_weight", "Tumour weight in the likelihood", "w", "tab:brown", from_zero=True),
+        ),
         (_has(t, "sched/lr"), _panel_single("sched/lr", "Learning rate", "lr", "tab:gray")),
         (
             _has(t, "train_epoch/grad_norm"),
