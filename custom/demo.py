@@ -124,7 +124,7 @@ class Demo:
             dataset_dir=str(self.cohort), output_dir=str(run), ckpt_dir=str(run / "models"), epochs=epochs,
             val_interval=p["val_interval"], spatial_size=p["spatial_size"], spacing=p["spacing"], z_dim=p["z_dim"],
             batch_size=p["batch_size"], amp=p["amp"], compile=p["compile"], num_workers=p["num_workers"],
-            figure_interval=max(1, epochs // p["val_interval"]), checkpoint_interval=p["checkpoint_interval"],
+            figure_interval=epochs, checkpoint_interval=p["checkpoint_interval"],
             tumour_weight=p["tumour_weight"], **extra)
         self._exec(f"{name}_train", cmd, epochs_csv=run / "metrics.csv", total=epochs)
 

@@ -296,3 +296,25 @@ def test_tumour_weight_panel_starts_at_zero() -> None:
     _panel_single("sched/tumour_weight", "Tumour weight", "w", "tab:brown", from_zero=True)(ax, table)
     assert ax.get_ylim() == pytest.approx((0.0, 5.5)) and ax.get_yscale() == "linear"
     plt.close(fig)
+
+
+def test_figure_interval_counts_epochs_not_validation_passes(tmp_path):
+    """figure_interval is in epochs: under val_interval 10, figure_interval 40 draws at epochs 10, 40 and 80."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from custom.engines.handlers.figures import ReconstructionFigures
+
+    handler = ReconstructionFigures(str(tmp_path), every=40, save_nifti=False)
+    engine = SimpleNamespace(state=SimpleNamespace(epoch=0, output=None))
+    kept = {"case_id": ["c0"], "x": torch.zeros(1, 4, 8, 8, 8), "x_hat": torch.zeros(1, 4, 8, 8, 8),
+            "seg": None, "affine": [None]}
+    for epoch in range(10, 81, 10):  # validation every 10 epochs
+        engine.state.epoch = epoch
+        engine.state.output = {"kept": kept}
+        handler._reset(engine)
+        handler._collect(engine)
+        handler._write(engine)
+    written = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert written == ["recon_epoch0010_c0.png", "recon_epoch0040_c0.png", "recon_epoch0080_c0.png"]

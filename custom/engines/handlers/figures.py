@@ -18,9 +18,14 @@ class ReconstructionFigures:
 
     Writes ``<out_dir>/recon_epoch####_<case>.png`` (``recon_<tag>_<case>.png`` when ``tag`` is given, e.g.
     by evaluate.json, whose evaluator has no training epoch) and ``..._recon.nii.gz`` (in the preprocessed
-    geometry, with the MetaTensor affine) for the cases the eval step kept, every ``every``-th pass, and
-    adds the first panel to TensorBoard when a ``summary_writer`` is given. The three planes pass through
-    the tumour's centre of mass when the case has a segmentation (else the volume centre).
+    geometry, with the MetaTensor affine) for the cases the eval step kept, and adds the first panel to TensorBoard
+    when a ``summary_writer`` is given. The three planes pass through the tumour's centre of mass when the case has
+    a segmentation (else the volume centre).
+
+    ``every`` counts training epochs, like ``val_interval`` and ``checkpoint_interval``: figures are written at the
+    first validation pass, then at the first pass at or after each multiple of ``every`` epochs (``val_interval 10
+    figure_interval 40`` over 80 epochs: epochs 10, 40, 80). Counting passes instead made ``figure_interval 40``
+    mean "every 400 epochs" under ``val_interval 10``.
     """
 
     def __init__(self, out_dir: str, every: int = 1, save_nifti: bool = True, summary_writer: Any = None,
@@ -30,7 +35,7 @@ class ReconstructionFigures:
         self.every = max(1, int(every))
         self.save_nifti = save_nifti
         self.writer = summary_writer
-        self._passes = 0
+        self._last_slot: int | None = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
@@ -48,10 +53,11 @@ class ReconstructionFigures:
     def _write(self, engine: Engine) -> None:
         from custom.plots.recon import plot_reconstruction
 
-        self._passes += 1
-        if (self._passes - 1) % self.every or not getattr(self, "_kept", None):
-            return
         epoch = int(engine.state.epoch)
+        slot = epoch // self.every
+        if (self._last_slot is not None and slot <= self._last_slot) or not getattr(self, "_kept", None):
+            return
+        self._last_slot = slot
         self.out_dir.mkdir(parents=True, exist_ok=True)
         first_png = None
         for kept in self._kept:
