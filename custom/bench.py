@@ -6,7 +6,8 @@ What is timed is the bundles' own training path, not a re-implementation: for ea
 ``output_dir``), and its ``network`` (through ``prepare_network``), ``loss``, ``optimizer``, ``train#step``
 (:class:`custom.engines.train_step.VAETrainStep`) and ``train#dataloader`` are instantiated. The step runs on a
 minimal engine object (``network``, ``optimizer``, ``loss_function``, ``state``) fed with batches from the bundle's
-DataLoader over a cached (``cache="memory"``) synthetic cohort, cycling over the batches.
+training loader (``train#dataloader``, a ``ThreadDataLoader``) over a cached (``cache="auto"``: GPU-resident on CUDA, as
+in training) synthetic cohort, cycling over the batches.
 
 Per configuration the table reports:
 
@@ -14,7 +15,7 @@ Per configuration the table reports:
   the step on CUDA, ``time.perf_counter`` on the CPU); ``vol/s = batch / median``. The step includes the batch's
   host-to-device copy, not the DataLoader's collate.
 * ``e2e vol/s``: wall-clock over all timed iterations *including* fetching the next batch from the DataLoader,
-  i.e. what a training epoch sees when the data pipeline and the step do not overlap.
+  i.e. what a training epoch sees (the loader's thread may prepare the next batch while the step runs).
 * ``TFLOP/s``: FLOPs of one eager step counted with :class:`torch.utils.flop_counter.FlopCounterMode` divided by
   the median step time (so compiled and eager rows share the FLOP count of the same model and batch).
 * ``peak GiB``: ``torch.cuda.max_memory_allocated`` over the timed steps (reset after warm-up), as the reference.
