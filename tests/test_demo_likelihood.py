@@ -47,7 +47,7 @@ def _resolved(files: list[str], **cli: object) -> float:
 
 
 def test_tumour_weight_defaults_and_layering() -> None:
-    assert _resolved(["vae_baseline/configs/train.json"]) == 10.0  # 0.5.0: run H10 (bundles/vae_baseline/docs)
+    assert _resolved(["vae_baseline/configs/train.json"]) == 5.0  # 0.4.0: run G5; run H10 (W = 10) was not adopted (bundles/vae_baseline/docs)
     assert _resolved(["dipvae/configs/train.json"]) == 1.0
     assert _resolved(["dipvae/configs/train.json", "dipvae/configs/exp3.json"]) == 20.0
     assert _resolved(["dipvae/configs/train.json", "dipvae/configs/exp3.json"], tumour_weight=1.0) == 1.0
