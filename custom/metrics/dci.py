@@ -27,7 +27,7 @@ from sklearn.linear_model import Lasso, LassoCV
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import StandardScaler
 
-from custom.metrics.probes import check_code_and_factors, train_test_indices
+from custom.metrics.probes import check_code_and_factors, one_blas_thread, train_test_indices
 
 __all__ = ["dci", "dci_from_importance"]
 
@@ -80,6 +80,7 @@ def _fit_importance(
     raise ValueError(f"regressor must be 'lasso' or 'gbt', got {regressor!r}.")
 
 
+@one_blas_thread
 def dci(
     mu: np.ndarray,
     factors: np.ndarray,

@@ -9,6 +9,13 @@ R^2 = 1 - sum_n (y_n - yhat_n)^2 / sum_n (y_n - ybar)^2 (coefficient of determin
 
 The helpers ``check_code_and_factors`` and ``train_test_indices`` are shared by the DCI and SAP
 metrics, which need the same validation and the same subject-grouped split.
+
+The probes run with one BLAS thread (:data:`one_blas_thread`). Their matrices (a few hundred latents by 128) are far
+too small for a thread team, and every BLAS call wakes one. Two processes doing this at once fight over the cores.
+On this project's 2-core box, one validation's probes at run H10's sizes (560 fit / 120 scored scans, 12 factors)
+take 0.89 s alone and 3.1 s each with a second process doing the same (OpenBLAS at 16 threads; 5.4 s at 2 threads);
+with one thread, 0.82 s and 0.87 s, same R². A likely contributor to the 80-100 s validation passes of two concurrent
+128^3 runs on an H200 host (4-6 s alone; vae_baseline run H), not yet re-measured there.
 """
 
 from __future__ import annotations
@@ -23,9 +30,13 @@ from sklearn.model_selection import (GroupKFold, GroupShuffleSplit, KFold, Shuff
                                      cross_val_predict)
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 __all__ = ["check_code_and_factors", "train_test_indices", "linear_probe_r2", "held_out_probe_r2", "single_latent_r2",
-           "ridge_path_predict"]
+           "ridge_path_predict", "one_blas_thread"]
+
+#: decorator: run the wrapped metric with one BLAS thread (see the module docstring)
+one_blas_thread = threadpool_limits.wrap(limits=1, user_api="blas")
 
 
 def check_code_and_factors(
@@ -69,6 +80,7 @@ def train_test_indices(
     return np.sort(train), np.sort(test)
 
 
+@one_blas_thread
 def linear_probe_r2(
     mu: np.ndarray,
     factors: np.ndarray,
@@ -185,6 +197,7 @@ def _nested_alpha(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, alpha
 PROBE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))
 
 
+@one_blas_thread
 def held_out_probe_r2(
     mu_fit: np.ndarray,
     factors_fit: np.ndarray,
