@@ -14,8 +14,8 @@ The probes run with one BLAS thread (:data:`one_blas_thread`). Their matrices (a
 too small for a thread team, and every BLAS call wakes one. Two processes doing this at once fight over the cores.
 On this project's 2-core box, one validation's probes at run H10's sizes (560 fit / 120 scored scans, 12 factors)
 take 0.89 s alone and 3.1 s each with a second process doing the same (OpenBLAS at 16 threads; 5.4 s at 2 threads);
-with one thread, 0.82 s and 0.87 s, same R². A likely contributor to the 80-100 s validation passes of two concurrent
-128^3 runs on an H200 host (4-6 s alone; vae_baseline run H), not yet re-measured there.
+with one thread, 0.82 s and 0.87 s, same R². Two concurrent 128^3 runs on an H200 host took 80-100 s per validation
+pass (4-6 s alone; vae_baseline run H); how much of that this explains is not measured yet.
 """
 
 from __future__ import annotations
