@@ -30,10 +30,13 @@ SIZES: dict[str, dict[str, Any]] = {
     "cpu": {"subjects": 120, "timepoints": 4, "synth_spacing": 7.5, "spacing": 7.5, "spatial_size": [32, 32, 32],
             "z_dim": 32, "batch_size": 4, "vae_epochs": 16, "dip_epochs": 16, "lambda_start": 8, "lambda_warmup": 6,
             "val_interval": 4, "ode_epochs": 300, "amp": False, "compile": False, "num_workers": 2, "growth": "fast",
-            "checkpoint_interval": 4, "parallel_encoders": False, "tumour_weight": 1.0, "vae_augment": True},
+            "checkpoint_interval": 4, "parallel_encoders": False,
+            "tumour_weight": 1.0, "tumour_weight_mode": "voxel", "vae_augment": True},
     # tumour_weight (both encoders): x20 on the segmented tumour at 128^3 makes the decoders draw it (z_vol grows
     # it in the traversal; the baseline's held-out probes rose from 0.07 / 0.37 to 0.80 / 0.88); at 32^3 it made
-    # the ODE forecast worse than LOCF, so cpu keeps the plain likelihood (measurements in bundles/*/docs/README.md)
+    # the ODE forecast worse than LOCF, so cpu keeps the plain likelihood (measurements in bundles/*/docs/README.md);
+    # tumour_weight_mode "voxel" (both encoders): the recorded demo runs weighted every tumour voxel alike
+    # (vae_baseline's default became "balanced" in 0.5.0; dipvae's is "voxel")
     # gpu: eager, not compiled (at ~7k volumes per encoder the ~40 s compile costs more than it saves); the two
     # encoders train at the same time on the one GPU (each leaves it idle while it caches data and evaluates);
     # DIP from epoch 10, full at 22 of 30: from 6 (full at 15) the decoder stopped using z (z=0 decoded within
@@ -42,11 +45,13 @@ SIZES: dict[str, dict[str, Any]] = {
     "gpu": {"subjects": 80, "timepoints": 4, "synth_spacing": 1.875, "spacing": 1.875, "spatial_size": [128, 128, 128],
             "z_dim": 128, "batch_size": 4, "vae_epochs": 30, "dip_epochs": 30, "lambda_start": 10, "lambda_warmup": 12,
             "val_interval": 10, "ode_epochs": 300, "amp": True, "compile": False, "num_workers": 8, "growth": "fast",
-            "checkpoint_interval": 10, "parallel_encoders": True, "tumour_weight": 20.0, "vae_augment": False},
+            "checkpoint_interval": 10, "parallel_encoders": True,
+            "tumour_weight": 20.0, "tumour_weight_mode": "voxel", "vae_augment": False},
     "tiny": {"subjects": 6, "timepoints": 3, "synth_spacing": 7.5, "spacing": 7.5, "spatial_size": [32, 32, 32],
              "z_dim": 16, "batch_size": 2, "vae_epochs": 1, "dip_epochs": 1, "lambda_start": 1, "lambda_warmup": 1,
              "val_interval": 1, "ode_epochs": 20, "amp": False, "compile": False, "num_workers": 1, "growth": "fast",
-             "checkpoint_interval": 1, "parallel_encoders": False, "tumour_weight": 1.0, "vae_augment": False},
+             "checkpoint_interval": 1, "parallel_encoders": False,
+             "tumour_weight": 1.0, "tumour_weight_mode": "voxel", "vae_augment": False},
 }
 
 
@@ -125,7 +130,7 @@ class Demo:
             val_interval=p["val_interval"], spatial_size=p["spatial_size"], spacing=p["spacing"], z_dim=p["z_dim"],
             batch_size=p["batch_size"], amp=p["amp"], compile=p["compile"], num_workers=p["num_workers"],
             figure_interval=epochs, checkpoint_interval=p["checkpoint_interval"],
-            tumour_weight=p["tumour_weight"], **extra)
+            tumour_weight=p["tumour_weight"], tumour_weight_mode=p["tumour_weight_mode"], **extra)
         self._exec(f"{name}_train", cmd, epochs_csv=run / "metrics.csv", total=epochs)
 
     def _evaluate_encoder(self, name: str, configs: list[str]) -> None:

@@ -31,6 +31,7 @@ def test_both_encoders_get_the_size_s_tumour_weight(tmp_path: Path, size: str, e
     cmds = _train_commands(tmp_path, size)
     for stage in ("vae_baseline_train", "dipvae_train"):
         assert float(_value(cmds[stage], "tumour_weight")) == expected
+        assert _value(cmds[stage], "tumour_weight_mode") == "voxel"  # the recorded demo runs weighted per voxel
 
 
 def test_command_line_tumour_weight_reaches_both_encoders(tmp_path: Path) -> None:
@@ -39,15 +40,18 @@ def test_command_line_tumour_weight_reaches_both_encoders(tmp_path: Path) -> Non
     assert _value(cmds["dipvae_train"], "tumour_weight") == "7"
 
 
-def _resolved(files: list[str], **cli: object) -> float:
+def _resolved(files: list[str], key: str = "tumour_weight", **cli: object) -> object:
     parser = ConfigParser()
     parser.read_config([str(REPO / "bundles" / f) for f in files])
     parser.update(cli)
-    return float(parser.get_parsed_content("tumour_weight"))
+    value = parser.get_parsed_content(key)
+    return float(value) if key == "tumour_weight" else value
 
 
 def test_tumour_weight_defaults_and_layering() -> None:
     assert _resolved(["vae_baseline/configs/train.json"]) == 5.0  # 0.4.0: run G5; run H10 (W = 10) was not adopted (bundles/vae_baseline/docs)
+    assert _resolved(["vae_baseline/configs/train.json"], key="tumour_weight_mode") == "balanced"  # 0.5.0: run I5
+    assert _resolved(["dipvae/configs/train.json"], key="tumour_weight_mode") == "voxel"
     assert _resolved(["dipvae/configs/train.json"]) == 1.0
     assert _resolved(["dipvae/configs/train.json", "dipvae/configs/exp3.json"]) == 20.0
     assert _resolved(["dipvae/configs/train.json", "dipvae/configs/exp3.json"], tumour_weight=1.0) == 1.0

@@ -319,3 +319,27 @@ def test_tumour_voxel_weight_and_weighted_likelihood_by_hand():
     assert float(weighted) == pytest.approx(2 * (10 + 10 + 6) / 2.0)
     with pytest.raises(ValueError):
         tumour_voxel_weight(label, 0.5)
+
+
+def test_balanced_tumour_weight_gives_every_scan_the_same_total_by_hand():
+    """Scan 0: 1 tumour voxel, scan 1: 3, scan 2: none. n_mean = (1 + 3) / 2 = 2, weight 5 (extra 4):
+    scan 0's voxel gets 1 + 4 * 2/1 = 9, scan 1's get 1 + 4 * 2/3 = 11/3 each, scan 2 stays 1. Totals of the extra
+    weight: 8 and 8 (equal), and 16 over the batch, as with per-voxel weights (4 * 4 voxels)."""
+    from custom.losses.elbo import tumour_voxel_weight
+
+    label = torch.zeros(3, 1, 2, 2, 2, dtype=torch.uint8)
+    label[0, 0, 0, 0, 0] = 1
+    label[1, 0, 0, 0, :] = 3
+    label[1, 0, 1, 1, 1] = 1
+    label[2, 0, 1, 0, 0] = 2  # edema only: no tumour
+    w = tumour_voxel_weight(label, 5.0, mode="balanced")
+    assert w[0, 0, 0, 0, 0].item() == pytest.approx(9.0)
+    assert w[1][label[1] > 0].tolist() == pytest.approx([11.0 / 3.0] * 3)
+    assert torch.all(w[2] == 1.0)
+    assert torch.all(w[label == 0] == 1.0)
+    extra = (w - 1.0).flatten(1).sum(1)
+    assert extra.tolist() == pytest.approx([8.0, 8.0, 0.0])
+    assert (tumour_voxel_weight(label, 5.0) - 1.0).sum().item() == pytest.approx(extra.sum().item())
+    assert torch.all(tumour_voxel_weight(torch.zeros_like(label), 5.0, mode="balanced") == 1.0)  # no tumour anywhere
+    with pytest.raises(ValueError):
+        tumour_voxel_weight(label, 5.0, mode="volume")

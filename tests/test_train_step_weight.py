@@ -54,3 +54,20 @@ def test_scheduled_tumour_weight_replaces_the_constant_and_stays_out_of_the_loss
     out = VAETrainStep(tumour_weight=20.0)(engine, {"image": x, "label": label})
     assert float(out["recon"]) == pytest.approx((6 + 2 * 3.0) / 2.0)
     assert engine.state.loss_kwargs == {"beta": 1.0, "tumour_weight": 3.0}  # the engine's state is not consumed
+
+
+def test_balanced_mode_reaches_the_likelihood() -> None:
+    # scan 0: 2 tumour voxels, scan 1: 6; n_mean = 4, weight 5 (extra 4): scan 0's voxels 1 + 4 * 4/2 = 9,
+    # scan 1's 1 + 4 * 4/6 = 11/3. Squared error 1 everywhere: recon = mean over the 2 scans of sum(w) / 2.
+    x = torch.ones(2, 1, 2, 2, 2)
+    label = torch.zeros(2, 1, 2, 2, 2, dtype=torch.uint8)
+    label[0, 0, 0, 0, :] = 3
+    label[1, 0, :, :, 0] = 1
+    label[1, 0, 0, :, 1] = 1
+    per_scan = [(6 + 2 * 9.0) / 2.0, (2 + 6 * 11.0 / 3.0) / 2.0]  # 12 and 12: both tumours count alike
+    out = VAETrainStep(tumour_weight=5.0, tumour_weight_mode="balanced")(_engine(), {"image": x, "label": label})
+    assert float(out["recon"]) == pytest.approx(sum(per_scan) / 2.0)
+    voxel = VAETrainStep(tumour_weight=5.0)(_engine(), {"image": x, "label": label})
+    assert float(voxel["recon"]) == pytest.approx(((6 + 2 * 5.0) + (2 + 6 * 5.0)) / 2.0 / 2.0)  # same batch total
+    with pytest.raises(ValueError):
+        VAETrainStep(tumour_weight_mode="per_scan")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from custom.constants import TUMOUR_LABELS
-from custom.losses.elbo import tumour_voxel_weight
+from custom.losses.elbo import TUMOUR_WEIGHT_MODES, tumour_voxel_weight
 from custom.utils import as_bool
 from custom.engines.batch import autocast_context, batch_case_ids, batch_to_device
 
@@ -36,14 +36,20 @@ class VAETrainStep:
         tumour_weight: weight of the segmented tumour's voxels in the reconstruction likelihood
             (:func:`custom.losses.elbo.tumour_voxel_weight`); 1 = unweighted. Cases without a label are unweighted.
             A ``tumour_weight`` in ``engine.state.loss_kwargs`` (set each epoch by the schedule handler) replaces it.
+        tumour_weight_mode: ``"voxel"`` (the same weight on every tumour voxel) or ``"balanced"`` (the same total
+            weight on every scan's tumour, whatever its size); see :func:`custom.losses.elbo.tumour_voxel_weight`.
         latents: :class:`custom.engines.latent_buffer.TrainingLatents` that keeps each batch's mu, factors and
             subject ids for the validation probes; None keeps nothing.
     """
 
     def __init__(self, amp: bool = False, grad_clip: float = 5.0, supervision: nn.Module | None = None,
-                 channels_last: bool = False, tumour_weight: float = 1.0, latents: Any = None) -> None:
+                 channels_last: bool = False, tumour_weight: float = 1.0, latents: Any = None,
+                 tumour_weight_mode: str = "voxel") -> None:
         if float(tumour_weight) < 1.0:
             raise ValueError(f"tumour_weight must be >= 1, got {tumour_weight}")
+        if tumour_weight_mode not in TUMOUR_WEIGHT_MODES:
+            raise ValueError(f"tumour_weight_mode must be one of {TUMOUR_WEIGHT_MODES}, got {tumour_weight_mode!r}")
+        self.tumour_weight_mode = tumour_weight_mode
         self.tumour_weight = float(tumour_weight)
         self.amp = as_bool(amp)
         self.grad_clip = float(grad_clip)
@@ -63,7 +69,8 @@ class VAETrainStep:
         label = batchdata.get("label") if tumour_weight > 1.0 else None
         if isinstance(label, torch.Tensor) and label.shape[2:] == x.shape[2:]:
             label = (label.as_tensor() if hasattr(label, "as_tensor") else label).to(device, non_blocking=True)
-            loss_kwargs["voxel_weight"] = tumour_voxel_weight(label, tumour_weight, TUMOUR_LABELS)
+            loss_kwargs["voxel_weight"] = tumour_voxel_weight(label, tumour_weight, TUMOUR_LABELS,
+                                                               self.tumour_weight_mode)
 
         with autocast_context(device, self.amp):
             x_hat, mu, logvar, _ = network(x)
