@@ -49,8 +49,9 @@ def _resolved(files: list[str], key: str = "tumour_weight", **cli: object) -> ob
 
 
 def test_tumour_weight_defaults_and_layering() -> None:
-    assert _resolved(["vae_baseline/configs/train.json"]) == 5.0  # 0.4.0: run G5; run H10 (W = 10) was not adopted (bundles/vae_baseline/docs)
-    assert _resolved(["vae_baseline/configs/train.json"], key="tumour_weight_mode") == "balanced"  # 0.5.0: run I5
+    # 0.5.0: W = 10 balanced over scans (run I10, bundles/vae_baseline/docs; 0.4.x: W = 5 per voxel)
+    assert _resolved(["vae_baseline/configs/train.json"]) == 10.0
+    assert _resolved(["vae_baseline/configs/train.json"], key="tumour_weight_mode") == "balanced"
     assert _resolved(["dipvae/configs/train.json"], key="tumour_weight_mode") == "voxel"
     assert _resolved(["dipvae/configs/train.json"]) == 1.0
     assert _resolved(["dipvae/configs/train.json", "dipvae/configs/exp3.json"]) == 20.0

@@ -132,7 +132,7 @@ def tumour_voxel_weight(label: torch.Tensor, weight: float, labels: tuple[int, .
     traversals). Weighting the segmented tumour's voxels by ``weight`` is a Gaussian likelihood with a
     ``sqrt(weight)`` times smaller standard deviation there (a heteroscedastic decoder with a known noise map;
     cf. class-weighted losses in segmentation). It needs the segmentation: the Exp3 layer sets it (20), the
-    vae_baseline bundle uses 5 by default (since 0.4.0). On 200 x 4 subjects at 128^3 the baseline trades one collapse
+    vae_baseline bundle uses 10, balanced (below), by default since 0.5.0. On 200 x 4 subjects at 128^3 the baseline trades one collapse
     bar for another with it: held-out probe R² (log volume / centroid) 0.06 / 0.12 -> 0.65 / 0.84 -> 0.87 / 0.89
     and z=0 / mu MSE ratio 2.11 -> 1.85 -> 1.21 for weights 1 / 5 / 20 (bundles/vae_baseline/docs/README.md).
 
@@ -146,7 +146,7 @@ def tumour_voxel_weight(label: torch.Tensor, weight: float, labels: tuple[int, .
     weights in the generalised Dice loss (Sudre et al. 2017). Scans without tumour voxels are unweighted; under DDP
     the mean is over each process's batch. Measured (run I, 128^3, 80 epochs, held-out): at weight 10 the probes rose
     from 0.74 / 0.80 (voxel) to 0.87 / 0.84 (balanced), the z=0 / mu ratio 2.58 -> 2.44; vae_baseline's default
-    since 0.5.0 (weight 5 balanced: 0.82 / 0.84, ratio 2.53).
+    since 0.5.0.
     """
     if weight < 1.0:
         raise ValueError(f"tumour weight must be >= 1, got {weight}")
