@@ -23,7 +23,8 @@ def trained(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     models = out / "models"
     run_bundle("run", "training", "--config_file", str(CFG / "train.json"), "--dataset_dir", str(tiny_cohort),
                "--output_dir", str(out), "--ckpt_dir", str(models), "--epochs", "2", "--val_interval", "1",
-               "--tumour_weight", "5", "--tumour_weight_hold", "1", *TINY)
+               "--tumour_weight", "5", "--tumour_weight_hold", "1", "--augment_on", "batch", *TINY)
+    # augment_on batch here (the training step warps each batch); test_resume.py runs the default per-volume chain
     return {"out": out, "models": models, "cohort": tiny_cohort}
 
 

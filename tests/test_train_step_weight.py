@@ -71,3 +71,18 @@ def test_balanced_mode_reaches_the_likelihood() -> None:
     assert float(voxel["recon"]) == pytest.approx(((6 + 2 * 5.0) + (2 + 6 * 5.0)) / 2.0 / 2.0)  # same batch total
     with pytest.raises(ValueError):
         VAETrainStep(tumour_weight_mode="per_scan")
+
+
+def test_batch_augment_runs_before_the_forward_and_warps_the_weighted_label() -> None:
+    # a stand-in augmentation that marks every voxel tumour: the weight must follow the warped label
+    seen = {}
+
+    def augment(image, label):
+        seen["shapes"] = (tuple(image.shape), tuple(label.shape))
+        return image, torch.full_like(label, 3)
+
+    x = torch.ones(1, 1, 2, 2, 2)
+    label = torch.zeros(1, 1, 2, 2, 2, dtype=torch.uint8)
+    out = VAETrainStep(tumour_weight=5.0, augment=augment)(_engine(), {"image": x, "label": label})
+    assert seen["shapes"] == ((1, 1, 2, 2, 2), (1, 1, 2, 2, 2))
+    assert float(out["recon"]) == pytest.approx(8 * 5.0 / 2.0)

@@ -40,11 +40,14 @@ class VAETrainStep:
             weight on every scan's tumour, whatever its size); see :func:`custom.losses.elbo.tumour_voxel_weight`.
         latents: :class:`custom.engines.latent_buffer.TrainingLatents` that keeps each batch's mu, factors and
             subject ids for the validation probes; None keeps nothing.
+        augment: a batch augmentation ``(image, label) -> (image, label)`` run on the device before the forward
+            pass (:class:`custom.data.batch_augment.BatchRandAffine`, the ``augment_on: "batch"`` wiring); None when
+            the data chain augments (or nothing does). The label it warps is the one the tumour weight uses.
     """
 
     def __init__(self, amp: bool = False, grad_clip: float = 5.0, supervision: nn.Module | None = None,
                  channels_last: bool = False, tumour_weight: float = 1.0, latents: Any = None,
-                 tumour_weight_mode: str = "voxel") -> None:
+                 tumour_weight_mode: str = "voxel", augment: Any = None) -> None:
         if float(tumour_weight) < 1.0:
             raise ValueError(f"tumour_weight must be >= 1, got {tumour_weight}")
         if tumour_weight_mode not in TUMOUR_WEIGHT_MODES:
@@ -56,6 +59,7 @@ class VAETrainStep:
         self.supervision = supervision
         self.channels_last = as_bool(channels_last)
         self.latents = latents
+        self.augment = augment
 
     def __call__(self, engine: Any, batchdata: dict[str, Any]) -> dict[str, torch.Tensor]:
         device = engine.state.device
@@ -69,6 +73,13 @@ class VAETrainStep:
         label = batchdata.get("label") if tumour_weight > 1.0 else None
         if isinstance(label, torch.Tensor) and label.shape[2:] == x.shape[2:]:
             label = (label.as_tensor() if hasattr(label, "as_tensor") else label).to(device, non_blocking=True)
+        else:
+            label = None
+        if self.augment is not None:
+            x, label = self.augment(x.as_tensor() if hasattr(x, "as_tensor") else x, label)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+        if label is not None:
             loss_kwargs["voxel_weight"] = tumour_voxel_weight(label, tumour_weight, TUMOUR_LABELS,
                                                                self.tumour_weight_mode)
 

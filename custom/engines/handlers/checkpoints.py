@@ -48,7 +48,8 @@ class LoaderRNGState:
     ``k + 1``; restoring it makes a resumed run see exactly the batches of an uninterrupted one.
     Without it the generator restarts from its seed and the resumed epoch replays epoch 1's order.
     A loader without a generator (or a sampler seeded per epoch) gives an empty state, which loads as a no-op.
-    The generators of the dataset's random augmentations (:func:`transform_rngs`) are kept the same way.
+    The generators of the dataset's random augmentations (:func:`transform_rngs`) are kept the same way, and so is
+    that of the training step's batch augmentation (``augment_on: "batch"``).
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -61,7 +62,9 @@ class LoaderRNGState:
         return getattr(self._loader(), "generator", None)
 
     def _augmentation_rngs(self) -> list[np.random.RandomState]:
-        return transform_rngs(getattr(getattr(self._loader(), "dataset", None), "transform", None))
+        chain = getattr(getattr(self._loader(), "dataset", None), "transform", None)
+        step_augment = getattr(getattr(self.engine, "_process_function", None), "augment", None)  # augment_on: batch
+        return transform_rngs([chain, step_augment])
 
     def state_dict(self) -> dict[str, Any]:
         gen = self._generator()
