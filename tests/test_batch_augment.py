@@ -84,6 +84,7 @@ def test_wiring_selects_exactly_one_place() -> None:
     assert chain_augments(True, "volume") and not chain_augments(True, "batch") and not chain_augments(False, "volume")
     assert make_batch_augment(True, "volume") is None and make_batch_augment(False, "batch") is None
     assert isinstance(make_batch_augment(True, "batch"), BatchRandAffine)
+    assert make_batch_augment("false", "batch") is None and not chain_augments("false", "volume")  # --augment false
     with pytest.raises(ValueError, match="augment_on"):
         chain_augments(True, "gpu")
     for aug_on, in_chain in (("volume", True), ("batch", False)):

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from monai.transforms import Randomizable
 from monai.transforms.utils import create_rotate, create_scale
 
+from custom.utils import as_bool
+
 __all__ = ["AUGMENT_ON", "BatchRandAffine", "affine_theta", "chain_augments", "make_batch_augment"]
 
 #: where the training augmentation runs: the data chain, per sample (MONAI ``RandAffined``), or the training step,
@@ -109,7 +111,7 @@ def _check(augment_on: str) -> None:
 def chain_augments(augment: bool, augment_on: str) -> bool:
     """Whether the training data chain holds the augmentation (``augment`` and ``augment_on == "volume"``)."""
     _check(augment_on)
-    return bool(augment) and augment_on == "volume"
+    return as_bool(augment) and augment_on == "volume"
 
 
 def make_batch_augment(augment: bool, augment_on: str, seed: int = 0, prob: float = 0.5) -> BatchRandAffine | None:
@@ -119,6 +121,6 @@ def make_batch_augment(augment: bool, augment_on: str, seed: int = 0, prob: floa
     matrices, as the per-rank loaders of the chain augmentation do.
     """
     _check(augment_on)
-    if not (bool(augment) and augment_on == "batch"):
+    if not (as_bool(augment) and augment_on == "batch"):
         return None
     return BatchRandAffine(prob=prob, seed=int(seed) + int(os.environ.get("RANK", "0")))
