@@ -6,6 +6,7 @@ Commands:
   show           one subject across its timepoints (4 modalities, 3 planes, seg outlined) as PNG
   demo           the whole pipeline through the real bundles, ending in report.html
   traverse       latent traversal figure of a trained encoder bundle
+  probes         held-out probe figure (predicted vs true log volume, centroid) from evaluate.json's latents
   export-bundle  zip a trained bundle in the MONAI model-zoo form
   bench          training-throughput benchmark (GPU table, or a quick CPU mode)
 """
@@ -24,6 +25,7 @@ def _commands() -> dict:
         "show": cli.show,
         "demo": cli.demo,
         "traverse": cli.traverse,
+        "probes": cli.probes,
         "export-bundle": cli.export_bundle,
         "export_bundle": cli.export_bundle,
         "bench": cli.bench,

@@ -53,6 +53,14 @@ def traverse(bundle: str, out: str, datalist: str = "data/synthetic/datalist.jso
     return traverse_bundle(bundle=bundle, out=out, datalist=datalist, split=split, case=case, steps=steps, span=span)
 
 
+def probes(fit: str, eval: str, out: str, select: str | None = None) -> str | None:
+    """Held-out probe figure from ``evaluate.json``'s latents: ridge on ``fit`` (training split), penalty chosen on
+    ``select`` (validation split), predicted against true log volume and centroid for every scan of ``eval``."""
+    from custom.plots.probes import probe_figure
+
+    return probe_figure(fit_latents=fit, eval_latents=eval, out_png=out, select_latents=select)
+
+
 def export_bundle(bundle: str, out: str, model: str | None = None, **overrides: Any) -> str:
     """Zip a trained bundle (configs, models/model.pt + model.ts, docs, LICENSE, custom code) for sharing.
 

@@ -64,6 +64,7 @@ def test_evaluate_writes_metrics_and_figures(trained: dict[str, Path]) -> None:
     for key in ("diag/au_count", "val_epoch/psnr_t1c", "probe/r2_log_volume", "dci/disentanglement", "mig/oracle"):
         assert key in metrics, key
     assert (ev / "dashboard.png").exists() and (ev / "traversal.png").exists()
+    assert not (ev / "probes.png").exists()  # the probe is fitted on this split: no held-out figure
     # the validation subjects were encoded to choose the probes' penalty (probe_select pass)
     assert (out / "eval_validation" / "metrics.json").exists() and (ev / "latents_validation.npz").exists()
     assert metrics["probe/alpha_from_validation"] in (0.0, 1.0)

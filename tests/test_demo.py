@@ -25,6 +25,7 @@ def test_demo_tiny_end_to_end(tmp_path: Path, parallel: bool) -> None:
     for name in ("vae_baseline", "dipvae"):
         assert (out / name / "models" / "model.pt").exists()
         assert (out / name / "eval_test" / "metrics.json").exists()
+        assert (out / name / "eval_test" / "probes.png").exists()  # held-out probe figure (custom/plots/probes.py)
         assert (out / name / "dashboard.png").exists()
     assert (out / "dipvae" / "models" / "latent_partition.json").exists()
     assert (out / "latent_ode" / "metrics.json").exists() and (out / "latent_ode" / "growth.png").exists()

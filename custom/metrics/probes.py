@@ -231,7 +231,8 @@ def held_out_probe_r2(
     report on the test set" protocol. R^2 = 1 - SS_res / SS_tot on the test rows (can be negative).
 
     Returns ``{"r2": {name: float}, "alpha": {name: float}, "n_fit": {name: int}, "n_test": {name: int},
-    "alpha_from": "validation" | "group_cv"}``; NaN for a factor with fewer than 3 finite rows on either side.
+    "alpha_from": "validation" | "group_cv", "pred": {name: [n_test] array}}``; NaN for a factor with fewer than 3
+    finite rows on either side (``pred`` is NaN on the test rows without that factor, or for such a factor).
     """
     mu_fit, factors_fit, names, g = check_code_and_factors(mu_fit, factors_fit, factor_names, groups_fit)
     mu_test, factors_test, _, _ = check_code_and_factors(mu_test, factors_test, factor_names)
@@ -245,11 +246,12 @@ def held_out_probe_r2(
         n_sel = len(np.unique(g_s)) if g_s is not None else len(mu_s)
         if n_sel >= min_select_subjects:
             select = (mu_s, f_s)
-    out: dict[str, Any] = {"r2": {}, "alpha": {}, "n_fit": {}, "n_test": {},
+    out: dict[str, Any] = {"r2": {}, "alpha": {}, "n_fit": {}, "n_test": {}, "pred": {},
                            "alpha_from": "validation" if select is not None else "group_cv"}
     for k, name in enumerate(names):
         rf, rt = np.isfinite(factors_fit[:, k]), np.isfinite(factors_test[:, k])
         out["n_fit"][name], out["n_test"][name] = int(rf.sum()), int(rt.sum())
+        out["pred"][name] = np.full(len(mu_test), np.nan)
         if rf.sum() < 3 or rt.sum() < 3:
             out["r2"][name], out["alpha"][name] = float("nan"), float("nan")
             continue
@@ -268,6 +270,7 @@ def held_out_probe_r2(
             alpha = 1.0
         pred_test = ridge_path_predict(x, y, mu_test[rt], np.array([alpha]))[0]
         out["r2"][name] = float(r2_score(factors_test[rt, k], pred_test))
+        out["pred"][name][rt] = pred_test
         out["alpha"][name] = alpha
     return out
 
