@@ -79,13 +79,15 @@ class BatchRandAffine(Randomizable):
                 continue
             angles = self.R.uniform(-self.rotate, self.rotate, 3)
             scales = 1.0 + self.R.uniform(-self.scale, self.scale, 3)
-            self._affines.append(np.asarray(create_rotate(3, angles.tolist())) @ np.asarray(create_scale(3, scales.tolist())))
+            rotation = np.asarray(create_rotate(3, angles.tolist()))
+            self._affines.append(rotation @ np.asarray(create_scale(3, scales.tolist())))
 
     def matrices(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """The last drawn ``[B, 4, 4]`` matrices (output -> input, centred voxel coordinates)."""
         return torch.as_tensor(np.stack(self._affines), dtype=torch.float32, device=device)
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def __call__(self, image: torch.Tensor,
+                 label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Warp ``image [B, C, D, H, W]`` (and ``label [B, 1, D, H, W]``, any dtype) with fresh per-sample affines."""
         if image.ndim != 5:
             raise ValueError(f"BatchRandAffine expects [B, C, D, H, W], got shape {tuple(image.shape)}")
