@@ -66,6 +66,7 @@ def collect(out: Path) -> dict[str, Any]:
             "dashboard": run / "dashboard.png",
             "recon": _last(list((ev / "figures").glob("recon_*.png"))) or _last(list((run / "figures").glob("recon_*.png"))),
             "traversal": ev / "traversal.png",
+            "probes": ev / "probes.png",
         }
     ode = out / "latent_ode"
     return {"encoders": enc, "ode": _read_json(ode / "metrics.json"), "growth": ode / "growth.png",
@@ -86,6 +87,8 @@ def write_report(out: str | Path, size: str, params: dict[str, Any], commands: d
         ("dipvae + Exp3: reconstruction (test case)", c["encoders"]["dipvae"]["recon"], "Input | reconstruction from mu | |difference|."),
         ("dipvae + Exp3: latent traversal", c["encoders"]["dipvae"]["traversal"], "One latent coordinate varied at a time around a test subject's mu (t1c): z0 is the log-volume coordinate, z1-z3 the centroid."),
         ("vae_baseline: latent traversal", c["encoders"]["vae_baseline"]["traversal"], "Most variable active units of the unsupervised baseline."),
+        ("vae_baseline: held-out probes", c["encoders"]["vae_baseline"]["probes"], "Ridge read-out of mu fitted on the training subjects, scored on the test subjects: predicted against true log tumour volume and centroid per scan (one subject's scans joined); what the probe R² rows of the table measure."),
+        ("dipvae + Exp3: held-out probes", c["encoders"]["dipvae"]["probes"], "The same read-out for DIP-VAE-II + Exp3, whose z0 and z1-z3 are supervised on these factors."),
         ("latent_ode: growth forecasts (held-out subjects)", c["growth"], "Observed volumes (dots), the ODE forecast from the first scans, baselines, and the true Gompertz curve (dashed)."),
         ("latent_ode: forecast of one subject (inference.json)", c["forecast"], "The inference workflow's growth plot for one subject."),
     ]
