@@ -103,8 +103,7 @@ class BatchRandAffine(Randomizable):
         out = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         out = out.to(image.dtype)
         if label is not None:
-            warped = F.grid_sample(label.float(), grid.to(torch.float32), mode="nearest", padding_mode="zeros",
-                                   align_corners=False)
+            warped = F.grid_sample(label.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
             label = warped.round().to(label.dtype)
         return out, label
 

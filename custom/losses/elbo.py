@@ -132,9 +132,10 @@ def tumour_voxel_weight(label: torch.Tensor, weight: float, labels: tuple[int, .
     traversals). Weighting the segmented tumour's voxels by ``weight`` is a Gaussian likelihood with a
     ``sqrt(weight)`` times smaller standard deviation there (a heteroscedastic decoder with a known noise map;
     cf. class-weighted losses in segmentation). It needs the segmentation: the Exp3 layer sets it (20), the
-    vae_baseline bundle uses 10, balanced (below), by default since 0.5.0. On 200 x 4 subjects at 128^3 the baseline trades one collapse
-    bar for another with it: held-out probe R² (log volume / centroid) 0.06 / 0.12 -> 0.65 / 0.84 -> 0.87 / 0.89
-    and z=0 / mu MSE ratio 2.11 -> 1.85 -> 1.21 for weights 1 / 5 / 20 (bundles/vae_baseline/docs/README.md).
+    vae_baseline bundle uses 10, balanced (below), by default since 0.5.0. Per voxel, on 200 x 4 subjects at 128^3
+    without augmentation, the baseline traded one collapse bar for another with it: held-out probe R² (log volume /
+    centroid) 0.06 / 0.12 -> 0.65 / 0.84 -> 0.87 / 0.89 and z=0 / mu MSE ratio 2.11 -> 1.85 -> 1.21 for weights
+    1 / 5 / 20 (bundles/vae_baseline/docs/README.md).
 
     ``mode="balanced"`` gives every scan's tumour the same total extra weight instead of the same weight per voxel:
     ``w = 1 + (weight - 1) * [label in labels] * n_mean / n_b``, with ``n_b`` scan b's tumour voxel count and
