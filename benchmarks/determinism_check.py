@@ -27,16 +27,59 @@ def main() -> None:
     spacing = 240.0 / args.spatial
     cohort = out / "cohort"
     if not (cohort / "datalist.json").exists():
-        subprocess.run([sys.executable, "-m", "custom", "synth", "--out", str(cohort), "--subjects", "6", "--timepoints", "3",
-                        "--seed", "0", "--spacing", str(spacing)], cwd=REPO, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "custom",
+                "synth",
+                "--out",
+                str(cohort),
+                "--subjects",
+                "6",
+                "--timepoints",
+                "3",
+                "--seed",
+                "0",
+                "--spacing",
+                str(spacing),
+            ],
+            cwd=REPO,
+            check=True,
+        )
     curves = []
     for run in ("a", "b"):
         d = out / run
-        subprocess.run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
-                        str(REPO / "bundles" / args.bundle / "configs" / "train.json"), "--dataset_dir", str(cohort),
-                        "--output_dir", str(d), "--ckpt_dir", str(d / "models"), "--epochs", str(args.epochs),
-                        "--val_interval", str(args.epochs), "--spatial_size", f"[{args.spatial},{args.spatial},{args.spatial}]",
-                        "--spacing", str(spacing), "--seed", "0"], cwd=REPO, check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "monai.bundle",
+                "run",
+                "training",
+                "--config_file",
+                str(REPO / "bundles" / args.bundle / "configs" / "train.json"),
+                "--dataset_dir",
+                str(cohort),
+                "--output_dir",
+                str(d),
+                "--ckpt_dir",
+                str(d / "models"),
+                "--epochs",
+                str(args.epochs),
+                "--val_interval",
+                str(args.epochs),
+                "--spatial_size",
+                f"[{args.spatial},{args.spatial},{args.spatial}]",
+                "--spacing",
+                str(spacing),
+                "--seed",
+                "0",
+            ],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
         curves.append([float(r["train_epoch/loss"]) for r in csv.DictReader((d / "metrics.csv").open())])
     print("| epoch | run a loss | run b loss | rel. diff |\n|---|---|---|---|")
     worst = 0.0

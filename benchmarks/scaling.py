@@ -63,8 +63,20 @@ COLUMNS = ("bundle", "GPUs", "status", "vol/s", "efficiency", "epoch s", "peak G
 
 #: train.json ids this script overrides (checked before each run: an unknown id would be silently added by
 #: ``monai.bundle run`` instead of changing anything)
-REQUIRED_IDS = ("dataset_dir", "output_dir", "ckpt_dir", "epochs", "val_interval", "figure_interval",
-                "spatial_size", "spacing", "batch_size", "amp", "compile", "cache")
+REQUIRED_IDS = (
+    "dataset_dir",
+    "output_dir",
+    "ckpt_dir",
+    "epochs",
+    "val_interval",
+    "figure_interval",
+    "spatial_size",
+    "spacing",
+    "batch_size",
+    "amp",
+    "compile",
+    "cache",
+)
 #: per-bundle fixed overrides (the dipvae row measures the standard decoder, like vae_baseline)
 BUNDLE_OVERRIDES: dict[str, dict[str, Any]] = {"dipvae": {"use_sbd": False}}
 
@@ -89,9 +101,17 @@ class ScalingRow:
         def num(v: float | None, fmt: str) -> str:
             return "-" if v is None else format(v, fmt)
 
-        return [self.bundle, str(self.gpus), self.status, num(self.vols_per_s, ".3g"), num(self.efficiency, ".2f"),
-                num(self.epoch_s, ".2f"), num(self.peak_gib, ".2f"),
-                "-" if self.vols_per_epoch is None else str(self.vols_per_epoch), str(self.epochs_used)]
+        return [
+            self.bundle,
+            str(self.gpus),
+            self.status,
+            num(self.vols_per_s, ".3g"),
+            num(self.efficiency, ".2f"),
+            num(self.epoch_s, ".2f"),
+            num(self.peak_gib, ".2f"),
+            "-" if self.vols_per_epoch is None else str(self.vols_per_epoch),
+            str(self.epochs_used),
+        ]
 
 
 def _as_list(value: str | Sequence[Any] | int) -> list[str]:
@@ -116,7 +136,7 @@ def _resolve_device(device: str) -> str:
 
 
 def _cohort_size(cohort: Path) -> str:
-    """"S subjects x T scans" read from the cohort's datalist (a reused cohort may differ from the arguments)."""
+    """ "S subjects x T scans" read from the cohort's datalist (a reused cohort may differ from the arguments)."""
     data = json.loads((cohort / "datalist.json").read_text())
     items = [it for key in ("training", "validation", "test") for it in data.get(key, [])]
     subjects = {it.get("subject_id") for it in items}
@@ -129,18 +149,34 @@ def prepare_cohort(out: Path, subjects: int, timepoints: int, spacing: float) ->
     if not (cohort / "datalist.json").exists():
         from custom.synth.cohort import generate_cohort
 
-        generate_cohort(str(cohort), subjects=subjects, timepoints=timepoints, seed=0, spacing=spacing,
-                        workers=os.cpu_count() or 1)
+        generate_cohort(
+            str(cohort), subjects=subjects, timepoints=timepoints, seed=0, spacing=spacing, workers=os.cpu_count() or 1
+        )
     return cohort
 
 
-def bundle_overrides(bundle: str, device: str, cohort: Path, run_dir: Path, epochs: int, spatial_size: int,
-                     spacing: float, batch_size: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def bundle_overrides(
+    bundle: str,
+    device: str,
+    cohort: Path,
+    run_dir: Path,
+    epochs: int,
+    spatial_size: int,
+    spacing: float,
+    batch_size: int,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The ``monai.bundle run`` overrides of one scaling run (id -> value), in command-line order."""
     overrides: dict[str, Any] = {
-        "dataset_dir": str(cohort), "output_dir": str(run_dir), "ckpt_dir": str(run_dir / "models"),
-        "epochs": int(epochs), "val_interval": 1000, "figure_interval": 1000,
-        "spatial_size": [int(spatial_size)] * 3, "spacing": float(spacing), "batch_size": int(batch_size),
+        "dataset_dir": str(cohort),
+        "output_dir": str(run_dir),
+        "ckpt_dir": str(run_dir / "models"),
+        "epochs": int(epochs),
+        "val_interval": 1000,
+        "figure_interval": 1000,
+        "spatial_size": [int(spatial_size)] * 3,
+        "spacing": float(spacing),
+        "batch_size": int(batch_size),
         "amp": device == "cuda",
     }
     if device == "cpu":
@@ -169,8 +205,18 @@ def _cli_value(value: Any) -> str:
 def torchrun_command(bundle: str, gpus: int, overrides: dict[str, Any]) -> list[str]:
     """``torchrun --standalone --nproc_per_node=N -m monai.bundle run --config_file [...] --<id> <value> ...``."""
     cfg = REPO / "bundles" / bundle / "configs"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-           "-m", "monai.bundle", "run", "--config_file", f"['{cfg / 'train.json'}','{cfg / 'multi_gpu_train.json'}']"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={gpus}",
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        f"['{cfg / 'train.json'}','{cfg / 'multi_gpu_train.json'}']",
+    ]
     for key, value in overrides.items():
         cmd += [f"--{key}", _cli_value(value)]
     return cmd
@@ -210,10 +256,15 @@ def summarise(row: ScalingRow, metrics: list[dict[str, str]], batch_size: int, w
     previous = 0
     for r in metrics:
         iteration = int(float(r["iteration"]))
-        row.per_epoch.append({"epoch": int(float(r["epoch"])), "steps": iteration - previous,
-                              "seconds": _number(r, "train_epoch/seconds"),
-                              "volumes_per_s": _number(r, "train_epoch/volumes_per_s"),
-                              "peak_gpu_gib": _number(r, "train_epoch/peak_gpu_gib")})
+        row.per_epoch.append(
+            {
+                "epoch": int(float(r["epoch"])),
+                "steps": iteration - previous,
+                "seconds": _number(r, "train_epoch/seconds"),
+                "volumes_per_s": _number(r, "train_epoch/volumes_per_s"),
+                "peak_gpu_gib": _number(r, "train_epoch/peak_gpu_gib"),
+            }
+        )
         previous = iteration
     kept = row.per_epoch[warmup_epochs:] or row.per_epoch
     rates = [e["volumes_per_s"] for e in kept if e["volumes_per_s"] is not None]
@@ -234,9 +285,20 @@ def _failure(text: str, limit: int = 300) -> str:
     return tail[-limit:]
 
 
-def run_one(bundle: str, gpus: int, device: str, cohort: Path, out: Path, epochs: int, spatial_size: int,
-            spacing: float, batch_size: int, extra: dict[str, Any] | None, warmup_epochs: int,
-            timeout_s: float | None) -> ScalingRow:
+def run_one(
+    bundle: str,
+    gpus: int,
+    device: str,
+    cohort: Path,
+    out: Path,
+    epochs: int,
+    spatial_size: int,
+    spacing: float,
+    batch_size: int,
+    extra: dict[str, Any] | None,
+    warmup_epochs: int,
+    timeout_s: float | None,
+) -> ScalingRow:
     """One torchrun training of ``bundle`` on ``gpus`` processes, summarised as a row (failures included)."""
     row = ScalingRow(bundle=bundle, gpus=gpus)
     run_dir = out / f"{bundle}_n{gpus}"
@@ -257,8 +319,9 @@ def run_one(bundle: str, gpus: int, device: str, cohort: Path, out: Path, epochs
         fh.write(" ".join(cmd) + "\n\n")
         fh.flush()
         try:
-            proc = subprocess.run(cmd, cwd=REPO, env=_run_env(device, gpus), stdout=fh, stderr=subprocess.STDOUT,
-                                  timeout=timeout_s)
+            proc = subprocess.run(
+                cmd, cwd=REPO, env=_run_env(device, gpus), stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s
+            )
             rc: int | str = proc.returncode
         except subprocess.TimeoutExpired:
             rc = f"timeout after {timeout_s} s"
@@ -289,11 +352,21 @@ def _training_count(cohort: Path) -> int:
     return len(json.loads((cohort / "datalist.json").read_text()).get("training", []))
 
 
-def run_scaling(gpus: str | Sequence[int] = "1,2", bundles: str | Sequence[str] = "vae_baseline,dipvae",
-                out: str = "runs/scaling", epochs: int = 4, subjects: int = 24, timepoints: int = 2,
-                spatial_size: int = 128, spacing: float = 1.875, batch_size: int = 8, device: str = "auto",
-                overrides: dict[str, Any] | None = None, warmup_epochs: int = 1,
-                timeout_s: float | None = None) -> dict[str, Any]:
+def run_scaling(
+    gpus: str | Sequence[int] = "1,2",
+    bundles: str | Sequence[str] = "vae_baseline,dipvae",
+    out: str = "runs/scaling",
+    epochs: int = 4,
+    subjects: int = 24,
+    timepoints: int = 2,
+    spatial_size: int = 128,
+    spacing: float = 1.875,
+    batch_size: int = 8,
+    device: str = "auto",
+    overrides: dict[str, Any] | None = None,
+    warmup_epochs: int = 1,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
     """Run the scaling benchmark and return its JSON payload (also written to ``out/scaling.json`` and ``.md``).
 
     Args:
@@ -329,15 +402,40 @@ def run_scaling(gpus: str | Sequence[int] = "1,2", bundles: str | Sequence[str] 
             if dev == "cuda" and n > env["gpu_count"]:
                 rows.append(ScalingRow(bundle, n, status=f"skipped (only {env['gpu_count']} GPUs)"))
                 continue
-            row = run_one(bundle, n, dev, cohort, folder, epochs, spatial_size, spacing, batch_size, overrides,
-                          warmup_epochs, timeout_s)
+            row = run_one(
+                bundle,
+                n,
+                dev,
+                cohort,
+                folder,
+                epochs,
+                spatial_size,
+                spacing,
+                batch_size,
+                overrides,
+                warmup_epochs,
+                timeout_s,
+            )
             rows.append(row)
-            print(f"scaling: {bundle} N={n}: {row.status} vol/s={row.vols_per_s} "
-                  f"({row.wall_s or 0:.0f} s)", flush=True)
+            print(
+                f"scaling: {bundle} N={n}: {row.status} vol/s={row.vols_per_s} " f"({row.wall_s or 0:.0f} s)",
+                flush=True,
+            )
     efficiencies(rows)
-    settings = {"gpus": counts, "bundles": names, "epochs": epochs, "subjects": subjects, "timepoints": timepoints,
-                "spatial_size": spatial_size, "spacing": spacing, "batch_size_per_gpu": batch_size, "device": dev,
-                "amp": dev == "cuda", "overrides": overrides or {}, "warmup_epochs_dropped": warmup_epochs}
+    settings = {
+        "gpus": counts,
+        "bundles": names,
+        "epochs": epochs,
+        "subjects": subjects,
+        "timepoints": timepoints,
+        "spatial_size": spatial_size,
+        "spacing": spacing,
+        "batch_size_per_gpu": batch_size,
+        "device": dev,
+        "amp": dev == "cuda",
+        "overrides": overrides or {},
+        "warmup_epochs_dropped": warmup_epochs,
+    }
     notes = [
         f"training volumes in the datalist: {_training_count(cohort)} ({_cohort_size(cohort)}, "
         f"generated or reused in {cohort_s:.1f} s); `vols/epoch` = steps x batch x N: "
@@ -348,19 +446,26 @@ def run_scaling(gpus: str | Sequence[int] = "1,2", bundles: str | Sequence[str] 
         "peak GiB/GPU = largest train_epoch/peak_gpu_gib (torch.cuda.max_memory_allocated, mean over ranks) "
         "of the kept epochs",
     ]
-    payload = {"environment": env, "settings": settings, "columns": list(COLUMNS),
-               "rows": [asdict(r) for r in rows], "notes": notes,
-               "training_volumes_in_datalist": _training_count(cohort)}
-    report = "\n".join([
-        f"## Multi-GPU scaling ({dev}, {spatial_size}^3, batch {batch_size} per GPU, "
-        f"{'bf16 autocast' if dev == 'cuda' else 'fp32'}, {epochs} epochs)",
-        "",
-        "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()),
-        "",
-        markdown_table(rows),
-        "",
-        *[f"- {n}" for n in notes],
-    ])
+    payload = {
+        "environment": env,
+        "settings": settings,
+        "columns": list(COLUMNS),
+        "rows": [asdict(r) for r in rows],
+        "notes": notes,
+        "training_volumes_in_datalist": _training_count(cohort),
+    }
+    report = "\n".join(
+        [
+            f"## Multi-GPU scaling ({dev}, {spatial_size}^3, batch {batch_size} per GPU, "
+            f"{'bf16 autocast' if dev == 'cuda' else 'fp32'}, {epochs} epochs)",
+            "",
+            "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()),
+            "",
+            markdown_table(rows),
+            "",
+            *[f"- {n}" for n in notes],
+        ]
+    )
     (folder / "scaling.json").write_text(json.dumps(payload, indent=1, default=str))
     (folder / "scaling.md").write_text(report + "\n")
     print(report, flush=True)
@@ -383,10 +488,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--warmup_epochs", type=int, default=1)
     ap.add_argument("--timeout_s", type=float, default=None, help="per-run limit in seconds")
     a = ap.parse_args(argv)
-    run_scaling(gpus=a.gpus, bundles=a.bundles, out=a.out, epochs=a.epochs, subjects=a.subjects,
-                timepoints=a.timepoints, spatial_size=a.spatial_size, spacing=a.spacing, batch_size=a.batch_size,
-                device=a.device, overrides=json.loads(a.overrides) if a.overrides else None,
-                warmup_epochs=a.warmup_epochs, timeout_s=a.timeout_s)
+    run_scaling(
+        gpus=a.gpus,
+        bundles=a.bundles,
+        out=a.out,
+        epochs=a.epochs,
+        subjects=a.subjects,
+        timepoints=a.timepoints,
+        spatial_size=a.spatial_size,
+        spacing=a.spacing,
+        batch_size=a.batch_size,
+        device=a.device,
+        overrides=json.loads(a.overrides) if a.overrides else None,
+        warmup_epochs=a.warmup_epochs,
+        timeout_s=a.timeout_s,
+    )
 
 
 if __name__ == "__main__":

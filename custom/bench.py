@@ -57,8 +57,19 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "dipvae_sbd": ("dipvae", {"use_sbd": True}),
 }
 
-COLUMNS = ("config", "batch", "compile", "status", "step ms", "vol/s", "e2e vol/s", "TFLOP/s", "GFLOP/step",
-           "peak GiB", "x ref")
+COLUMNS = (
+    "config",
+    "batch",
+    "compile",
+    "status",
+    "step ms",
+    "vol/s",
+    "e2e vol/s",
+    "TFLOP/s",
+    "GFLOP/step",
+    "peak GiB",
+    "x ref",
+)
 
 
 @dataclass(frozen=True)
@@ -106,9 +117,19 @@ class BenchRow:
         def num(v: float | None, fmt: str) -> str:
             return "-" if v is None else format(v, fmt)
 
-        return [self.config, str(self.batch), "yes" if self.compile else "no", self.status, num(self.step_ms, ".1f"),
-                num(self.vols_per_s, ".3g"), num(self.e2e_vols_per_s, ".3g"), num(self.tflops, ".3g"),
-                num(self.gflop_per_step, ".1f"), num(self.peak_gib, ".2f"), num(self.ratio_ref, ".2f")]
+        return [
+            self.config,
+            str(self.batch),
+            "yes" if self.compile else "no",
+            self.status,
+            num(self.step_ms, ".1f"),
+            num(self.vols_per_s, ".3g"),
+            num(self.e2e_vols_per_s, ".3g"),
+            num(self.tflops, ".3g"),
+            num(self.gflop_per_step, ".1f"),
+            num(self.peak_gib, ".2f"),
+            num(self.ratio_ref, ".2f"),
+        ]
 
 
 def default_settings(mode: str = "cpu", **kwargs: Any) -> BenchSettings:
@@ -117,13 +138,39 @@ def default_settings(mode: str = "cpu", **kwargs: Any) -> BenchSettings:
     if mode == "gpu":
         if not torch.cuda.is_available():
             raise RuntimeError("bench --mode gpu needs a CUDA device; use --mode cpu on this machine")
-        base = BenchSettings(mode="gpu", device="cuda", spatial_size=128, spacing=1.875, batch_sizes=(8, 2), amp=True,
-                             compile_options=(False, True), variants=tuple(VARIANTS), warmup=3, steps=12,
-                             data_batches=10, time_budget_s=330.0, subjects=6, timepoints=3)
+        base = BenchSettings(
+            mode="gpu",
+            device="cuda",
+            spatial_size=128,
+            spacing=1.875,
+            batch_sizes=(8, 2),
+            amp=True,
+            compile_options=(False, True),
+            variants=tuple(VARIANTS),
+            warmup=3,
+            steps=12,
+            data_batches=10,
+            time_budget_s=330.0,
+            subjects=6,
+            timepoints=3,
+        )
     elif mode == "cpu":
-        base = BenchSettings(mode="cpu", device="cpu", spatial_size=32, spacing=7.5, batch_sizes=(2,), amp=False,
-                             compile_options=(False,), variants=("vae_baseline",), warmup=1, steps=3,
-                             data_batches=5, time_budget_s=50.0, subjects=4, timepoints=2)
+        base = BenchSettings(
+            mode="cpu",
+            device="cpu",
+            spatial_size=32,
+            spacing=7.5,
+            batch_sizes=(2,),
+            amp=False,
+            compile_options=(False,),
+            variants=("vae_baseline",),
+            warmup=1,
+            steps=3,
+            data_batches=5,
+            time_budget_s=50.0,
+            subjects=4,
+            timepoints=2,
+        )
     else:
         raise ValueError(f"mode must be 'cpu' or 'gpu', got {mode!r}")
     aliases = {"compile": "compile_options", "batch_size": "batch_sizes", "batch": "batch_sizes"}
@@ -136,7 +183,9 @@ def default_settings(mode: str = "cpu", **kwargs: Any) -> BenchSettings:
             fields[key] = tuple(_coerce(v) for v in value)
     unknown = set(fields) - set(BenchSettings.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"unknown bench option(s) {sorted(unknown)}; known: {sorted(BenchSettings.__dataclass_fields__)}")
+        raise ValueError(
+            f"unknown bench option(s) {sorted(unknown)}; known: {sorted(BenchSettings.__dataclass_fields__)}"
+        )
     bad = set(fields.get("variants", ())) - set(VARIANTS)
     if bad:
         raise ValueError(f"unknown variant(s) {sorted(bad)}; known: {sorted(VARIANTS)}")
@@ -156,9 +205,12 @@ def _coerce(value: Any) -> Any:
 def environment(device: str) -> dict[str, Any]:
     """Versions and hardware that a throughput number depends on (design.md §7: log torch and cuDNN)."""
     env: dict[str, Any] = {
-        "torch": torch.__version__, "cuda": torch.version.cuda,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "python": platform.python_version(), "cpu_count": os.cpu_count(), "device": device,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "device": device,
     }
     try:
         import monai
@@ -187,8 +239,9 @@ def _cycle(loader: Any) -> Iterator[Any]:
             raise RuntimeError("the DataLoader yields no batch (fewer training cases than the batch size?)")
 
 
-def _time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int,
-                before: Callable[[], None] | None = None) -> tuple[list[float], float, float | None]:
+def _time_steps(
+    step: Callable[[], None], device: torch.device, warmup: int, steps: int, before: Callable[[], None] | None = None
+) -> tuple[list[float], float, float | None]:
     """Run ``before(); step()`` ``warmup`` times, then ``steps`` timed times.
 
     Returns (per-step seconds of ``step`` alone, wall seconds of all timed ``before + step`` iterations, peak GiB).
@@ -245,8 +298,9 @@ def _release(device: torch.device) -> None:
 # ----------------------------------------------------------------------------------------------- bundle side
 
 
-def _bundle_parser(variant: str, s: BenchSettings, batch: int, compile_: bool, datalist: str, workdir: Path,
-                   dataset: Any = None) -> Any:
+def _bundle_parser(
+    variant: str, s: BenchSettings, batch: int, compile_: bool, datalist: str, workdir: Path, dataset: Any = None
+) -> Any:
     """ConfigParser of ``variant``'s train.json with the benchmark's overrides (and a shared cached dataset)."""
     from monai.bundle import ConfigParser
 
@@ -258,12 +312,20 @@ def _bundle_parser(variant: str, s: BenchSettings, batch: int, compile_: bool, d
     parser.read_config(str(config))
     overrides: dict[str, Any] = {
         "bundle_root": str(REPO / "bundles" / folder),
-        "spatial_size": [s.spatial_size] * 3, "spacing": s.spacing, "batch_size": batch, "amp": s.amp,
-        "compile": compile_, "channels_last": s.channels_last, "dataset_dir": str(Path(datalist).parent),
-        "datalist": datalist, "cache": "auto", "output_dir": str(workdir / f"out_{variant}"),
+        "spatial_size": [s.spatial_size] * 3,
+        "spacing": s.spacing,
+        "batch_size": batch,
+        "amp": s.amp,
+        "compile": compile_,
+        "channels_last": s.channels_last,
+        "dataset_dir": str(Path(datalist).parent),
+        "datalist": datalist,
+        "cache": "auto",
+        "output_dir": str(workdir / f"out_{variant}"),
         "num_workers": 4,
         "device": f"$torch.device('{s.device}')",
-        **variant_overrides, **s.overrides,
+        **variant_overrides,
+        **s.overrides,
     }
     for key, value in overrides.items():
         parser[key] = value
@@ -283,15 +345,24 @@ def _schedule_kwargs(parser: Any) -> dict[str, float]:
     return {"beta": 1.0}
 
 
-def _bench_bundle(variant: str, s: BenchSettings, batch: int, compile_: bool, datalist: str, workdir: Path,
-                  dataset: Any, flops_cache: dict[tuple[str, int], float]) -> BenchRow:
+def _bench_bundle(
+    variant: str,
+    s: BenchSettings,
+    batch: int,
+    compile_: bool,
+    datalist: str,
+    workdir: Path,
+    dataset: Any,
+    flops_cache: dict[tuple[str, int], float],
+) -> BenchRow:
     device = torch.device(s.device)
     row = BenchRow(config=variant, batch=batch, compile=compile_)
     parser = _bundle_parser(variant, s, batch, compile_, datalist, workdir, dataset)
     network = parser.get_parsed_content("network")
     raw = parser.get_parsed_content("network_raw")
     engine = SimpleNamespace(
-        network=network, optimizer=parser.get_parsed_content("optimizer"),
+        network=network,
+        optimizer=parser.get_parsed_content("optimizer"),
         loss_function=parser.get_parsed_content("loss"),
         state=SimpleNamespace(device=device, epoch=1, iteration=0, loss_kwargs=_schedule_kwargs(parser)),
     )
@@ -334,8 +405,14 @@ def _bench_data(s: BenchSettings, batch: int, datalist: str, workdir: Path, data
     for _ in range(s.data_batches):
         next(batches)
     dt = time.perf_counter() - t0
-    return BenchRow(config="data pipeline (DataLoader)", batch=batch, compile=False, step_ms=dt / s.data_batches * 1e3,
-                    vols_per_s=batch * s.data_batches / dt, e2e_vols_per_s=batch * s.data_batches / dt)
+    return BenchRow(
+        config="data pipeline (DataLoader)",
+        batch=batch,
+        compile=False,
+        step_ms=dt / s.data_batches * 1e3,
+        vols_per_s=batch * s.data_batches / dt,
+        e2e_vols_per_s=batch * s.data_batches / dt,
+    )
 
 
 # -------------------------------------------------------------------------------------------- reference side
@@ -409,8 +486,14 @@ def _prepare_cohort(s: BenchSettings, workdir: Path) -> str:
     from custom.synth.cohort import generate_cohort
 
     root = workdir / "cohort"
-    generate_cohort(str(root), subjects=s.subjects, timepoints=s.timepoints, seed=0, spacing=s.spacing,
-                    workers=max(1, min(8, os.cpu_count() or 1)))
+    generate_cohort(
+        str(root),
+        subjects=s.subjects,
+        timepoints=s.timepoints,
+        seed=0,
+        spacing=s.spacing,
+        workers=max(1, min(8, os.cpu_count() or 1)),
+    )
     return str(root / "datalist.json")
 
 
@@ -422,10 +505,12 @@ def markdown_table(rows: Sequence[BenchRow]) -> str:
 
 
 def _notes(s: BenchSettings) -> list[str]:
-    return ["latent_ode row: `vol/s` counts conditioning windows (subject trajectories) per second, not volumes; "
-            "one step = forward solve + backward + AdamW over all windows of a toy latent cohort of "
-            f"{_ode_subjects(s.device)} subjects x 4 scans at z_dim = the encoders' "
-            "(bundle train.json solver settings)"]
+    return [
+        "latent_ode row: `vol/s` counts conditioning windows (subject trajectories) per second, not volumes; "
+        "one step = forward solve + backward + AdamW over all windows of a toy latent cohort of "
+        f"{_ode_subjects(s.device)} subjects x 4 scans at z_dim = the encoders' "
+        "(bundle train.json solver settings)"
+    ]
 
 
 #: subjects of the toy latent cohort the latent_ode row trains on (GPU mode; CPU mode uses 32)
@@ -455,10 +540,17 @@ def _bench_latent_ode(s: BenchSettings) -> BenchRow:
     traj = make_toy_trajectories(n_subjects=_ode_subjects(s.device), n_times=4, z_dim=z_dim, split_fractions=(1.0, 0.0))
     space = fit_latent_space(traj)
     tr = build_trajectories(traj, "train", space)
-    model = LatentODEForecaster(z_dim=z_dim, vol_index=volume_index(traj), hidden=int(cfg["hidden"]),
-                                method=str(cfg["solver"]), rtol=float(cfg["rtol"]), atol=float(cfg["atol"]),
-                                step_size=float(cfg["step_size"]), adjoint=bool(cfg["adjoint"]),
-                                encoder_features=str(cfg["encoder_features"]))
+    model = LatentODEForecaster(
+        z_dim=z_dim,
+        vol_index=volume_index(traj),
+        hidden=int(cfg["hidden"]),
+        method=str(cfg["solver"]),
+        rtol=float(cfg["rtol"]),
+        atol=float(cfg["atol"]),
+        step_size=float(cfg["step_size"]),
+        adjoint=bool(cfg["adjoint"]),
+        encoder_features=str(cfg["encoder_features"]),
+    )
     store_latent_space(model, space)
     model.to(device)
     batch, _ = conditioning_windows(tr, int(cfg["k_obs"]), True)
@@ -472,8 +564,7 @@ def _bench_latent_ode(s: BenchSettings) -> BenchRow:
         opt.step()
 
     times, wall, peak = _time_steps(step, device, s.warmup, s.steps)
-    row = BenchRow(config=f"latent_ode ({cfg['solver']}, h={cfg['step_size']})", batch=len(batch.index),
-                   compile=False)
+    row = BenchRow(config=f"latent_ode ({cfg['solver']}, h={cfg['step_size']})", batch=len(batch.index), compile=False)
     _fill(row, len(batch.index), times, wall, peak, _count_flops(step))
     return row
 
@@ -508,8 +599,10 @@ def run_bench(mode: str = "cpu", out: str | None = None, **kwargs: Any) -> str:
         datalist = _prepare_cohort(s, workdir)
         first = _bundle_parser("vae_baseline", s, s.batch_sizes[0], False, datalist, workdir)
         dataset = first.get_parsed_content("train#dataset")
-        notes.append(f"cohort + cache: {len(dataset)} training volumes at {s.spatial_size}^3 prepared in "
-                     f"{time.perf_counter() - t0:.1f} s")
+        notes.append(
+            f"cohort + cache: {len(dataset)} training volumes at {s.spatial_size}^3 prepared in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
         for batch in s.batch_sizes:
             try:
                 rows.append(_bench_data(s, batch, datalist, workdir, dataset))
@@ -518,8 +611,14 @@ def run_bench(mode: str = "cpu", out: str | None = None, **kwargs: Any) -> str:
         flops_cache: dict[tuple[str, int], float] = {}
         for name, batch, compile_ in _plan(s):
             if time.perf_counter() - t_start > s.time_budget_s:
-                rows.append(BenchRow(name if name != "reference" else _ref_name(compile_), batch, compile_,
-                                     status="skipped (time budget)"))
+                rows.append(
+                    BenchRow(
+                        name if name != "reference" else _ref_name(compile_),
+                        batch,
+                        compile_,
+                        status="skipped (time budget)",
+                    )
+                )
                 continue
             t_cfg = time.perf_counter()
             try:
@@ -530,12 +629,16 @@ def run_bench(mode: str = "cpu", out: str | None = None, **kwargs: Any) -> str:
             except FileNotFoundError as err:
                 row = BenchRow(name, batch, compile_, status=f"skipped ({err})")
             except Exception as err:  # noqa: BLE001 - one failing configuration must not abort the table
-                row = BenchRow(name if name != "reference" else _ref_name(compile_), batch, compile_,
-                               status=_failure(err))
+                row = BenchRow(
+                    name if name != "reference" else _ref_name(compile_), batch, compile_, status=_failure(err)
+                )
             row.seconds = time.perf_counter() - t_cfg
             rows.append(row)
-            print(f"bench: {row.config} B={batch} compile={compile_}: {row.status} "
-                  f"vol/s={row.vols_per_s} ({row.seconds:.0f} s)", flush=True)
+            print(
+                f"bench: {row.config} B={batch} compile={compile_}: {row.status} "
+                f"vol/s={row.vols_per_s} ({row.seconds:.0f} s)",
+                flush=True,
+            )
             _release(device)
     try:
         rows.append(_bench_latent_ode(s))
@@ -547,8 +650,13 @@ def run_bench(mode: str = "cpu", out: str | None = None, **kwargs: Any) -> str:
     if target:
         folder = Path(target)
         folder.mkdir(parents=True, exist_ok=True)
-        payload = {"environment": env, "settings": asdict(s), "rows": [asdict(r) for r in rows], "notes": notes,
-                   "columns": list(COLUMNS)}
+        payload = {
+            "environment": env,
+            "settings": asdict(s),
+            "rows": [asdict(r) for r in rows],
+            "notes": notes,
+            "columns": list(COLUMNS),
+        }
         (folder / f"bench_{s.mode}.json").write_text(json.dumps(payload, indent=1, default=str))
         (folder / f"bench_{s.mode}.md").write_text(report + "\n")
     return report

@@ -5,17 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 
-def synth(out: str, subjects: int = 40, timepoints: int = 4, seed: int = 0, spacing: float = 1.0,
-          workers: int = 2, growth: str = "realistic") -> str:
+def synth(
+    out: str,
+    subjects: int = 40,
+    timepoints: int = 4,
+    seed: int = 0,
+    spacing: float = 1.0,
+    workers: int = 2,
+    growth: str = "realistic",
+) -> str:
     """Generate the synthetic longitudinal meningioma cohort in ``out`` (BraTS-MEN layout, cohort.csv, datalist.json)."""
     from custom.synth.cli import synth as _synth
 
-    return _synth(out=out, subjects=subjects, timepoints=timepoints, seed=seed, spacing=spacing,
-                  workers=workers, growth=growth)
+    return _synth(
+        out=out, subjects=subjects, timepoints=timepoints, seed=seed, spacing=spacing, workers=workers, growth=growth
+    )
 
 
-def datalist(data_dir: str, out: str, times: str | None = None, seed: int = 0, split: str = "0.7,0.15,0.15",
-             skip_invalid: bool = False, require_seg: bool = False) -> str:
+def datalist(
+    data_dir: str,
+    out: str,
+    times: str | None = None,
+    seed: int = 0,
+    split: str = "0.7,0.15,0.15",
+    skip_invalid: bool = False,
+    require_seg: bool = False,
+) -> str:
     """Discover and validate a BraTS-MEN folder, then write a decathlon-style datalist JSON to ``out``.
 
     Scan times come from ``times`` (CSV ``subject_id,timepoint,time_years``), or ``<data_dir>/times.csv`` when present.
@@ -27,8 +42,15 @@ def datalist(data_dir: str, out: str, times: str | None = None, seed: int = 0, s
     if times is None and (Path(data_dir) / "times.csv").exists():
         times = str(Path(data_dir) / "times.csv")
         print(f"using scan times from {times}")
-    return _datalist(data_dir=data_dir, out=out, times=times, seed=seed, split=split,
-                     skip_invalid=skip_invalid, require_seg=require_seg)
+    return _datalist(
+        data_dir=data_dir,
+        out=out,
+        times=times,
+        seed=seed,
+        split=split,
+        skip_invalid=skip_invalid,
+        require_seg=require_seg,
+    )
 
 
 def show(data_dir: str, subject: str, out: str, datalist: str | None = None) -> str:
@@ -45,8 +67,15 @@ def demo(out: str = "runs/demo", size: str = "cpu", **overrides: Any) -> str:
     return run_demo(out=out, size=size, **overrides)
 
 
-def traverse(bundle: str, out: str, datalist: str = "data/synthetic/datalist.json", split: str = "validation",
-             case: int = 0, steps: int = 7, span: float = 2.0) -> str:
+def traverse(
+    bundle: str,
+    out: str,
+    datalist: str = "data/synthetic/datalist.json",
+    split: str = "validation",
+    case: int = 0,
+    steps: int = 7,
+    span: float = 2.0,
+) -> str:
     """Latent traversal grid of a trained encoder bundle around one case's mu (network from models/model_config.json)."""
     from custom.traversal import traverse_bundle
 

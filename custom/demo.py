@@ -27,11 +27,30 @@ REPO = Path(__file__).resolve().parents[1]
 SIZES: dict[str, dict[str, Any]] = {
     # cpu: DIP from epoch 8, full strength at 14 of 16: starting at 3 (full at 8) left 9/32 units active on
     # the training split, starting at 8 kept 27/32 at the same decorrelation (bundles/dipvae/docs/README.md)
-    "cpu": {"subjects": 120, "timepoints": 4, "synth_spacing": 7.5, "spacing": 7.5, "spatial_size": [32, 32, 32],
-            "z_dim": 32, "batch_size": 4, "vae_epochs": 16, "dip_epochs": 16, "lambda_start": 8, "lambda_warmup": 6,
-            "val_interval": 4, "ode_epochs": 300, "amp": False, "compile": False, "num_workers": 2, "growth": "fast",
-            "checkpoint_interval": 4, "parallel_encoders": False,
-            "tumour_weight": 1.0, "tumour_weight_mode": "voxel", "vae_augment": True},
+    "cpu": {
+        "subjects": 120,
+        "timepoints": 4,
+        "synth_spacing": 7.5,
+        "spacing": 7.5,
+        "spatial_size": [32, 32, 32],
+        "z_dim": 32,
+        "batch_size": 4,
+        "vae_epochs": 16,
+        "dip_epochs": 16,
+        "lambda_start": 8,
+        "lambda_warmup": 6,
+        "val_interval": 4,
+        "ode_epochs": 300,
+        "amp": False,
+        "compile": False,
+        "num_workers": 2,
+        "growth": "fast",
+        "checkpoint_interval": 4,
+        "parallel_encoders": False,
+        "tumour_weight": 1.0,
+        "tumour_weight_mode": "voxel",
+        "vae_augment": True,
+    },
     # tumour_weight (both encoders): x20 on the segmented tumour at 128^3 makes the decoders draw it (z_vol grows
     # it in the traversal; the baseline's held-out probes rose from 0.07 / 0.37 to 0.80 / 0.88); at 32^3 it made
     # the ODE forecast worse than LOCF, so cpu keeps the plain likelihood (measurements in bundles/*/docs/README.md);
@@ -42,16 +61,54 @@ SIZES: dict[str, dict[str, Any]] = {
     # DIP from epoch 10, full at 22 of 30: from 6 (full at 15) the decoder stopped using z (z=0 decoded within
     # 1.04x of mu on the recorded H100 run). vae_augment (the baseline's `augment`, on by default since 0.4.0): the
     # recorded gpu demo ran without it, and tiny is a smoke test
-    "gpu": {"subjects": 80, "timepoints": 4, "synth_spacing": 1.875, "spacing": 1.875, "spatial_size": [128, 128, 128],
-            "z_dim": 128, "batch_size": 4, "vae_epochs": 30, "dip_epochs": 30, "lambda_start": 10, "lambda_warmup": 12,
-            "val_interval": 10, "ode_epochs": 300, "amp": True, "compile": False, "num_workers": 8, "growth": "fast",
-            "checkpoint_interval": 10, "parallel_encoders": True,
-            "tumour_weight": 20.0, "tumour_weight_mode": "voxel", "vae_augment": False},
-    "tiny": {"subjects": 6, "timepoints": 3, "synth_spacing": 7.5, "spacing": 7.5, "spatial_size": [32, 32, 32],
-             "z_dim": 16, "batch_size": 2, "vae_epochs": 1, "dip_epochs": 1, "lambda_start": 1, "lambda_warmup": 1,
-             "val_interval": 1, "ode_epochs": 20, "amp": False, "compile": False, "num_workers": 1, "growth": "fast",
-             "checkpoint_interval": 1, "parallel_encoders": False,
-             "tumour_weight": 1.0, "tumour_weight_mode": "voxel", "vae_augment": False},
+    "gpu": {
+        "subjects": 80,
+        "timepoints": 4,
+        "synth_spacing": 1.875,
+        "spacing": 1.875,
+        "spatial_size": [128, 128, 128],
+        "z_dim": 128,
+        "batch_size": 4,
+        "vae_epochs": 30,
+        "dip_epochs": 30,
+        "lambda_start": 10,
+        "lambda_warmup": 12,
+        "val_interval": 10,
+        "ode_epochs": 300,
+        "amp": True,
+        "compile": False,
+        "num_workers": 8,
+        "growth": "fast",
+        "checkpoint_interval": 10,
+        "parallel_encoders": True,
+        "tumour_weight": 20.0,
+        "tumour_weight_mode": "voxel",
+        "vae_augment": False,
+    },
+    "tiny": {
+        "subjects": 6,
+        "timepoints": 3,
+        "synth_spacing": 7.5,
+        "spacing": 7.5,
+        "spatial_size": [32, 32, 32],
+        "z_dim": 16,
+        "batch_size": 2,
+        "vae_epochs": 1,
+        "dip_epochs": 1,
+        "lambda_start": 1,
+        "lambda_warmup": 1,
+        "val_interval": 1,
+        "ode_epochs": 20,
+        "amp": False,
+        "compile": False,
+        "num_workers": 1,
+        "growth": "fast",
+        "checkpoint_interval": 1,
+        "parallel_encoders": False,
+        "tumour_weight": 1.0,
+        "tumour_weight_mode": "voxel",
+        "vae_augment": False,
+    },
 }
 
 
@@ -75,7 +132,14 @@ def _ov(**kw: Any) -> list[str]:
     """Command-line overrides in the form monai.bundle expects (JSON for lists/bools)."""
     out: list[str] = []
     for k, v in kw.items():
-        out += [f"--{k}", json.dumps(v) if isinstance(v, (list, dict)) else ("True" if v is True else "False" if v is False else str(v))]
+        out += [
+            f"--{k}",
+            (
+                json.dumps(v)
+                if isinstance(v, (list, dict))
+                else ("True" if v is True else "False" if v is False else str(v))
+            ),
+        ]
     return out
 
 
@@ -108,8 +172,17 @@ class Demo:
         log = self.logs / f"{stage}.log"
         self.commands.setdefault(stage, " ".join(shlex.quote(c) for c in cmd))
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        with log.open("a") as fh, tqdm(total=total, desc=f"  {stage}", unit="epoch", leave=False,
-                                       disable=total is None, position=self._bar_position()) as bar:
+        with (
+            log.open("a") as fh,
+            tqdm(
+                total=total,
+                desc=f"  {stage}",
+                unit="epoch",
+                leave=False,
+                disable=total is None,
+                position=self._bar_position(),
+            ) as bar,
+        ):
             fh.write(f"$ {self.commands[stage]}\n")
             fh.flush()
             proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
@@ -126,11 +199,24 @@ class Demo:
         run = self.out / name
         cfg = "[" + ",".join(f"'{REPO / 'bundles' / name / 'configs' / c}'" for c in configs) + "]"
         cmd = _bundle_cmd("run", "training", "--config_file", cfg) + _ov(
-            dataset_dir=str(self.cohort), output_dir=str(run), ckpt_dir=str(run / "models"), epochs=epochs,
-            val_interval=p["val_interval"], spatial_size=p["spatial_size"], spacing=p["spacing"], z_dim=p["z_dim"],
-            batch_size=p["batch_size"], amp=p["amp"], compile=p["compile"], num_workers=p["num_workers"],
-            figure_interval=epochs, checkpoint_interval=p["checkpoint_interval"],
-            tumour_weight=p["tumour_weight"], tumour_weight_mode=p["tumour_weight_mode"], **extra)
+            dataset_dir=str(self.cohort),
+            output_dir=str(run),
+            ckpt_dir=str(run / "models"),
+            epochs=epochs,
+            val_interval=p["val_interval"],
+            spatial_size=p["spatial_size"],
+            spacing=p["spacing"],
+            z_dim=p["z_dim"],
+            batch_size=p["batch_size"],
+            amp=p["amp"],
+            compile=p["compile"],
+            num_workers=p["num_workers"],
+            figure_interval=epochs,
+            checkpoint_interval=p["checkpoint_interval"],
+            tumour_weight=p["tumour_weight"],
+            tumour_weight_mode=p["tumour_weight_mode"],
+            **extra,
+        )
         self._exec(f"{name}_train", cmd, epochs_csv=run / "metrics.csv", total=epochs)
 
     def _evaluate_encoder(self, name: str, configs: list[str]) -> None:
@@ -138,21 +224,59 @@ class Demo:
         run = self.out / name
         cfg = "[" + ",".join(f"'{REPO / 'bundles' / name / 'configs' / c}'" for c in configs + ["evaluate.json"]) + "]"
         cmd = _bundle_cmd("run", "--config_file", cfg) + _ov(
-            dataset_dir=str(self.cohort), output_dir=str(run), ckpt_dir=str(run / "models"), eval_split="test",
-            spatial_size=p["spatial_size"], spacing=p["spacing"], z_dim=p["z_dim"], batch_size=p["batch_size"],
-            amp=p["amp"], num_workers=p["num_workers"])
+            dataset_dir=str(self.cohort),
+            output_dir=str(run),
+            ckpt_dir=str(run / "models"),
+            eval_split="test",
+            spatial_size=p["spatial_size"],
+            spacing=p["spacing"],
+            z_dim=p["z_dim"],
+            batch_size=p["batch_size"],
+            amp=p["amp"],
+            num_workers=p["num_workers"],
+        )
         self._exec(f"{name}_evaluate", cmd)
 
     # -- stages ---------------------------------------------------------------------------------------
     def stage_cohort(self) -> None:
         p = self.p
-        cmd = [sys.executable, "-m", "custom", "synth", "--out", str(self.cohort), "--subjects", str(p["subjects"]),
-               "--timepoints", str(p["timepoints"]), "--seed", "0", "--spacing", str(p["synth_spacing"]),
-               "--workers", str(max(1, os.cpu_count() or 1)), "--growth", p["growth"]]
+        cmd = [
+            sys.executable,
+            "-m",
+            "custom",
+            "synth",
+            "--out",
+            str(self.cohort),
+            "--subjects",
+            str(p["subjects"]),
+            "--timepoints",
+            str(p["timepoints"]),
+            "--seed",
+            "0",
+            "--spacing",
+            str(p["synth_spacing"]),
+            "--workers",
+            str(max(1, os.cpu_count() or 1)),
+            "--growth",
+            p["growth"],
+        ]
         self._exec("cohort", cmd)
         subject = self._show_subject()
-        self._exec("cohort_figure", [sys.executable, "-m", "custom", "show", "--data_dir", str(self.cohort),
-                                     "--subject", subject, "--out", str(self.out / "figures" / "cohort_subject.png")])
+        self._exec(
+            "cohort_figure",
+            [
+                sys.executable,
+                "-m",
+                "custom",
+                "show",
+                "--data_dir",
+                str(self.cohort),
+                "--subject",
+                subject,
+                "--out",
+                str(self.out / "figures" / "cohort_subject.png"),
+            ],
+        )
 
     def _show_subject(self) -> str:
         import csv
@@ -167,8 +291,12 @@ class Demo:
 
     def stage_dipvae(self) -> None:
         p = self.p
-        self._train_encoder("dipvae", ["train.json", "exp3.json"], p["dip_epochs"],
-                            {"lambda_start_epoch": p["lambda_start"], "lambda_cov_annealing_epochs": p["lambda_warmup"]})
+        self._train_encoder(
+            "dipvae",
+            ["train.json", "exp3.json"],
+            p["dip_epochs"],
+            {"lambda_start_epoch": p["lambda_start"], "lambda_cov_annealing_epochs": p["lambda_warmup"]},
+        )
         self._evaluate_encoder("dipvae", ["train.json", "exp3.json"])
 
     def stage_latent_ode(self) -> None:
@@ -176,16 +304,25 @@ class Demo:
         run = self.out / "latent_ode"
         cfg = str(REPO / "bundles" / "latent_ode" / "configs" / "train.json")
         cmd = _bundle_cmd("run", "training", "--config_file", cfg) + _ov(
-            encoder_bundle=str(self.out / "dipvae"), dataset_dir=str(self.cohort), output_dir=str(run),
-            ckpt_dir=str(run / "models"), epochs=p["ode_epochs"])
+            encoder_bundle=str(self.out / "dipvae"),
+            dataset_dir=str(self.cohort),
+            output_dir=str(run),
+            ckpt_dir=str(run / "models"),
+            epochs=p["ode_epochs"],
+        )
         self._exec("latent_ode_train", cmd)
         forecast = json.loads((run / "metrics.json").read_text())
         subject = forecast.get("example_subject")
         if subject:
             cfg_i = str(REPO / "bundles" / "latent_ode" / "configs" / "inference.json")
             cmd = _bundle_cmd("run", "--config_file", cfg_i) + _ov(
-                encoder_bundle=str(self.out / "dipvae"), ode_dir=str(run / "models"), dataset_dir=str(self.cohort),
-                subject=subject, output_dir=str(run / "forecast"), n_observed=2)
+                encoder_bundle=str(self.out / "dipvae"),
+                ode_dir=str(run / "models"),
+                dataset_dir=str(self.cohort),
+                subject=subject,
+                output_dir=str(run / "forecast"),
+                n_observed=2,
+            )
             self._exec("latent_ode_inference", cmd)
 
     def stage_report(self) -> None:
@@ -197,12 +334,16 @@ class Demo:
     def stages(self) -> list[list[Stage]]:
         """Steps in order; the stages of one step are independent and run at the same time when
         ``parallel_encoders`` (both encoders need only the cohort)."""
-        encoders = [Stage("vae_baseline", "vae_baseline: train + evaluate", self.stage_vae),
-                    Stage("dipvae", "dipvae + Exp3: train + evaluate", self.stage_dipvae)]
+        encoders = [
+            Stage("vae_baseline", "vae_baseline: train + evaluate", self.stage_vae),
+            Stage("dipvae", "dipvae + Exp3: train + evaluate", self.stage_dipvae),
+        ]
         steps = [[Stage("cohort", "synthetic cohort", self.stage_cohort)]]
         steps += [encoders] if self.p.get("parallel_encoders") else [[e] for e in encoders]
-        steps += [[Stage("latent_ode", "latent_ode: encode, train, evaluate, forecast", self.stage_latent_ode)],
-                  [Stage("report", "report", self.stage_report)]]
+        steps += [
+            [Stage("latent_ode", "latent_ode: encode, train, evaluate, forecast", self.stage_latent_ode)],
+            [Stage("report", "report", self.stage_report)],
+        ]
         return steps
 
     def _run_stage(self, st: Stage, label: str, cmd_file: Path) -> None:

@@ -64,15 +64,22 @@ def collect(out: Path) -> dict[str, Any]:
             "verdict": _read_json(ev / "metrics.json").get("verdict", ""),
             "verdict_train": _read_json(run / "eval_training" / "metrics.json").get("verdict", ""),
             "dashboard": run / "dashboard.png",
-            "recon": _last(list((ev / "figures").glob("recon_*.png"))) or _last(list((run / "figures").glob("recon_*.png"))),
+            "recon": _last(list((ev / "figures").glob("recon_*.png")))
+            or _last(list((run / "figures").glob("recon_*.png"))),
             "traversal": ev / "traversal.png",
             "probes": ev / "probes.png",
         }
     ode = out / "latent_ode"
-    return {"encoders": enc, "ode": _read_json(ode / "metrics.json"), "growth": ode / "growth.png",
-            "forecast": _last(list((ode / "forecast").glob("*.png"))) if (ode / "forecast").exists() else None,
-            "cohort_fig": out / "figures" / "cohort_subject.png",
-            "durations": {p.name: float(p.read_text()) for p in (out / ".done").glob("*")} if (out / ".done").exists() else {}}
+    return {
+        "encoders": enc,
+        "ode": _read_json(ode / "metrics.json"),
+        "growth": ode / "growth.png",
+        "forecast": _last(list((ode / "forecast").glob("*.png"))) if (ode / "forecast").exists() else None,
+        "cohort_fig": out / "figures" / "cohort_subject.png",
+        "durations": (
+            {p.name: float(p.read_text()) for p in (out / ".done").glob("*")} if (out / ".done").exists() else {}
+        ),
+    }
 
 
 def write_report(out: str | Path, size: str, params: dict[str, Any], commands: dict[str, str]) -> Path:
@@ -80,20 +87,64 @@ def write_report(out: str | Path, size: str, params: dict[str, Any], commands: d
     out = Path(out)
     c = collect(out)
     figs: list[tuple[str, Path | None, str]] = [
-        ("The synthetic cohort", c["cohort_fig"], "One synthetic subject across its timepoints: t1c, t1n, t2f, t2w in three planes through the tumour, segmentation outlined (enhancing tumour, core, edema)."),
-        ("vae_baseline: training dashboard", c["encoders"]["vae_baseline"]["dashboard"], "Loss terms, the cyclical beta schedule against the free-bits KL floor, learning rate, gradient norm, active units and probe R² per epoch."),
-        ("dipvae + Exp3: training dashboard", c["encoders"]["dipvae"]["dashboard"], "Same panels for DIP-VAE-II with the supervised latent partition."),
-        ("vae_baseline: reconstruction (test case)", c["encoders"]["vae_baseline"]["recon"], "Input | reconstruction from mu | |difference|, per modality, three planes."),
-        ("dipvae + Exp3: reconstruction (test case)", c["encoders"]["dipvae"]["recon"], "Input | reconstruction from mu | |difference|."),
-        ("dipvae + Exp3: latent traversal", c["encoders"]["dipvae"]["traversal"], "One latent coordinate varied at a time around a test subject's mu (t1c): z0 is the log-volume coordinate, z1-z3 the centroid."),
-        ("vae_baseline: latent traversal", c["encoders"]["vae_baseline"]["traversal"], "Most variable active units of the unsupervised baseline."),
-        ("vae_baseline: held-out probes", c["encoders"]["vae_baseline"]["probes"], "Ridge read-out of mu fitted on the training subjects, scored on the test subjects: predicted against true log tumour volume and centroid per scan (one subject's scans joined); what the probe R² rows of the table measure."),
-        ("dipvae + Exp3: held-out probes", c["encoders"]["dipvae"]["probes"], "The same read-out for DIP-VAE-II + Exp3, whose z0 and z1-z3 are supervised on these factors."),
-        ("latent_ode: growth forecasts (held-out subjects)", c["growth"], "Observed volumes (dots), the ODE forecast from the first scans, baselines, and the true Gompertz curve (dashed)."),
-        ("latent_ode: forecast of one subject (inference.json)", c["forecast"], "The inference workflow's growth plot for one subject."),
+        (
+            "The synthetic cohort",
+            c["cohort_fig"],
+            "One synthetic subject across its timepoints: t1c, t1n, t2f, t2w in three planes through the tumour, segmentation outlined (enhancing tumour, core, edema).",
+        ),
+        (
+            "vae_baseline: training dashboard",
+            c["encoders"]["vae_baseline"]["dashboard"],
+            "Loss terms, the cyclical beta schedule against the free-bits KL floor, learning rate, gradient norm, active units and probe R² per epoch.",
+        ),
+        (
+            "dipvae + Exp3: training dashboard",
+            c["encoders"]["dipvae"]["dashboard"],
+            "Same panels for DIP-VAE-II with the supervised latent partition.",
+        ),
+        (
+            "vae_baseline: reconstruction (test case)",
+            c["encoders"]["vae_baseline"]["recon"],
+            "Input | reconstruction from mu | |difference|, per modality, three planes.",
+        ),
+        (
+            "dipvae + Exp3: reconstruction (test case)",
+            c["encoders"]["dipvae"]["recon"],
+            "Input | reconstruction from mu | |difference|.",
+        ),
+        (
+            "dipvae + Exp3: latent traversal",
+            c["encoders"]["dipvae"]["traversal"],
+            "One latent coordinate varied at a time around a test subject's mu (t1c): z0 is the log-volume coordinate, z1-z3 the centroid.",
+        ),
+        (
+            "vae_baseline: latent traversal",
+            c["encoders"]["vae_baseline"]["traversal"],
+            "Most variable active units of the unsupervised baseline.",
+        ),
+        (
+            "vae_baseline: held-out probes",
+            c["encoders"]["vae_baseline"]["probes"],
+            "Ridge read-out of mu fitted on the training subjects, scored on the test subjects: predicted against true log tumour volume and centroid per scan (one subject's scans joined); what the probe R² rows of the table measure.",
+        ),
+        (
+            "dipvae + Exp3: held-out probes",
+            c["encoders"]["dipvae"]["probes"],
+            "The same read-out for DIP-VAE-II + Exp3, whose z0 and z1-z3 are supervised on these factors.",
+        ),
+        (
+            "latent_ode: growth forecasts (held-out subjects)",
+            c["growth"],
+            "Observed volumes (dots), the ODE forecast from the first scans, baselines, and the true Gompertz curve (dashed).",
+        ),
+        (
+            "latent_ode: forecast of one subject (inference.json)",
+            c["forecast"],
+            "The inference workflow's growth plot for one subject.",
+        ),
     ]
     enc = c["encoders"]
-    rows = [f"| metric | vae_baseline | dipvae + Exp3 |", "|---|---|---|"]
+    rows = ["| metric | vae_baseline | dipvae + Exp3 |", "|---|---|---|"]
     for key, label in ENCODER_ROWS:
         a, b = enc["vae_baseline"]["metrics"].get(key), enc["dipvae"]["metrics"].get(key)
         if a is None and b is None:
@@ -107,19 +158,35 @@ def write_report(out: str | Path, size: str, params: dict[str, Any], commands: d
         for method, m in table.items():
             ode_rows.append(f"| {method} | " + " | ".join(_fmt(m.get(k)) for k in cols) + " |")
     extra = {k: v for k, v in c["ode"].items() if isinstance(v, (int, float))}
-    md: list[str] = [f"# Meningioma growth modelling: demo report ({size})", "",
-                     f"Cohort: {params.get('subjects')} subjects x {params.get('timepoints')} timepoints, "
-                     f"state {params.get('spatial_size')} at {params.get('spacing')} mm, z_dim {params.get('z_dim')}; "
-                     f"encoders {params.get('vae_epochs')} / {params.get('dip_epochs')} epochs"
-                     + (f"; tumour voxels weighted x{params['tumour_weight']:g} in both encoders' likelihood"
-                        if float(params.get("tumour_weight", 1.0)) != 1.0 else "") + ".", "",
-                     "## Encoders on held-out test subjects", "",
-                     "Collapse verdict on the training split (the data the model was fitted to): "
-                     f"vae_baseline: {enc['vae_baseline']['verdict_train'] or '–'}; "
-                     f"dipvae: {enc['dipvae']['verdict_train'] or '–'}", "",
-                     f"Same diagnostics on the held-out test subjects: vae_baseline: {enc['vae_baseline']['verdict']}; "
-                     f"dipvae: {enc['dipvae']['verdict']}", "",
-                     *rows, "", "## Growth forecasts (held-out subjects)", "", *ode_rows, ""]
+    md: list[str] = [
+        f"# Meningioma growth modelling: demo report ({size})",
+        "",
+        f"Cohort: {params.get('subjects')} subjects x {params.get('timepoints')} timepoints, "
+        f"state {params.get('spatial_size')} at {params.get('spacing')} mm, z_dim {params.get('z_dim')}; "
+        f"encoders {params.get('vae_epochs')} / {params.get('dip_epochs')} epochs"
+        + (
+            f"; tumour voxels weighted x{params['tumour_weight']:g} in both encoders' likelihood"
+            if float(params.get("tumour_weight", 1.0)) != 1.0
+            else ""
+        )
+        + ".",
+        "",
+        "## Encoders on held-out test subjects",
+        "",
+        "Collapse verdict on the training split (the data the model was fitted to): "
+        f"vae_baseline: {enc['vae_baseline']['verdict_train'] or '–'}; "
+        f"dipvae: {enc['dipvae']['verdict_train'] or '–'}",
+        "",
+        f"Same diagnostics on the held-out test subjects: vae_baseline: {enc['vae_baseline']['verdict']}; "
+        f"dipvae: {enc['dipvae']['verdict']}",
+        "",
+        *rows,
+        "",
+        "## Growth forecasts (held-out subjects)",
+        "",
+        *ode_rows,
+        "",
+    ]
     if extra:
         md += ["| quantity | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in extra.items()] + [""]
     md += ["## Figures", ""]
@@ -128,10 +195,13 @@ def write_report(out: str | Path, size: str, params: dict[str, Any], commands: d
             md += [f"### {title}", "", f"![{title}]({Path(path).relative_to(out)})", "", caption, ""]
     md += ["## Commands that reproduce each stage", ""]
     for stage, cmd in commands.items():
-        dur = c["durations"].get(stage.split("_")[0], None)
         md += [f"- **{stage}**: `{cmd}`"]
     overlap = " (vae_baseline and dipvae ran at the same time)" if params.get("parallel_encoders") else ""
-    md += ["", "Stage durations (s)" + overlap + ": " + ", ".join(f"{k} {v:.0f}" for k, v in c["durations"].items()), ""]
+    md += [
+        "",
+        "Stage durations (s)" + overlap + ": " + ", ".join(f"{k} {v:.0f}" for k, v in c["durations"].items()),
+        "",
+    ]
     (out / "report.md").write_text("\n".join(md))
     (out / "report.html").write_text(_to_html(md, out))
     return out / "report.html"
@@ -163,7 +233,7 @@ def _to_html(md: list[str], out: Path) -> str:
         elif line.startswith("# "):
             body.append(f"<h1>{html.escape(line[2:])}</h1>")
         elif line.startswith("!["):
-            src = line[line.rindex("](") + 2:-1]
+            src = line[line.rindex("](") + 2 : -1]
             data = base64.b64encode((out / src).read_bytes()).decode()
             body.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(src)}">')
         elif line.startswith("- "):
@@ -173,10 +243,12 @@ def _to_html(md: list[str], out: Path) -> str:
             body.append(f"<p>{_code(html.escape(line))}</p>")
     if in_table:
         body.append("</table>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}"
-             "code{background:#f4f4f4;padding:1px 4px;font-size:85%;word-break:break-all}")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}"
+        "code{background:#f4f4f4;padding:1px 4px;font-size:85%;word-break:break-all}"
+    )
     return f"<!doctype html><html><head><meta charset='utf-8'><title>demo report</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
 
 

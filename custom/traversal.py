@@ -20,8 +20,9 @@ logger = logging.getLogger(__name__)
 _GROUP_LABELS = {"vol": ["vol"], "loc": ["loc x", "loc y", "loc z"], "shape": [f"shape {i}" for i in range(16)]}
 
 
-def traversal_coordinates(mu_all: np.ndarray, partition: dict[str, list[int]] | None,
-                          max_rows: int = 8) -> tuple[list[int], list[str]]:
+def traversal_coordinates(
+    mu_all: np.ndarray, partition: dict[str, list[int]] | None, max_rows: int = 8
+) -> tuple[list[int], list[str]]:
     """Coordinates to traverse and their labels: partition first, then the highest-variance others."""
     coords: list[int] = []
     labels: list[str] = []
@@ -42,8 +43,16 @@ def traversal_coordinates(mu_all: np.ndarray, partition: dict[str, list[int]] | 
 
 
 @torch.no_grad()
-def traversal_images(vae: Any, mu_center: np.ndarray, coords: list[int], spread: np.ndarray, steps: int = 7,
-                     span: float = 2.0, channel: int = 0, device: str | torch.device = "cpu") -> tuple[np.ndarray, list[float]]:
+def traversal_images(
+    vae: Any,
+    mu_center: np.ndarray,
+    coords: list[int],
+    spread: np.ndarray,
+    steps: int = 7,
+    span: float = 2.0,
+    channel: int = 0,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, list[float]]:
     """Decode ``mu_center`` with coordinate ``j`` set to ``mu_j + s * spread_j`` for ``s`` in ``[-span, span]``.
 
     Returns images ``[n_coords, steps, D, H, W]`` of one channel (default t1c) and the step values ``s``.
@@ -72,8 +81,16 @@ class Traversal:
     spread: np.ndarray
 
 
-def write_traversal(vae: Any, mu_all: np.ndarray, out_png: str, partition: dict[str, list[int]] | None = None,
-                    case: int = 0, steps: int = 7, span: float = 2.0, device: str | torch.device = "cpu") -> Traversal:
+def write_traversal(
+    vae: Any,
+    mu_all: np.ndarray,
+    out_png: str,
+    partition: dict[str, list[int]] | None = None,
+    case: int = 0,
+    steps: int = 7,
+    span: float = 2.0,
+    device: str | torch.device = "cpu",
+) -> Traversal:
     """Traversal PNG around case ``case`` of ``mu_all`` (spreads = std of mu over the evaluation set)."""
     from custom.plots.traversal import plot_traversal
 
@@ -85,8 +102,15 @@ def write_traversal(vae: Any, mu_all: np.ndarray, out_png: str, partition: dict[
     return Traversal(png, images, values, coords, labels, spread)
 
 
-def traverse_bundle(bundle: str, out: str, datalist: str = "data/synthetic/datalist.json", split: str = "validation",
-                    case: int = 0, steps: int = 7, span: float = 2.0) -> str:
+def traverse_bundle(
+    bundle: str,
+    out: str,
+    datalist: str = "data/synthetic/datalist.json",
+    split: str = "validation",
+    case: int = 0,
+    steps: int = 7,
+    span: float = 2.0,
+) -> str:
     """CLI: encode a split with a trained encoder bundle, then write the traversal PNG around one case.
 
     The network is rebuilt from ``<bundle>/models/model_config.json`` (the sizes it was actually trained with,
@@ -101,8 +125,9 @@ def traverse_bundle(bundle: str, out: str, datalist: str = "data/synthetic/datal
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     vae, cfg = load_encoder(bundle, device)
-    transform = get_inference_preprocessing(spacing=cfg.get("spacing", 1.875),
-                                            spatial_size=cfg.get("spatial_size", (128, 128, 128)))
+    transform = get_inference_preprocessing(
+        spacing=cfg.get("spacing", 1.875), spatial_size=cfg.get("spatial_size", (128, 128, 128))
+    )
     mus = []
     with torch.no_grad():
         for item in read_datalist(datalist, split):

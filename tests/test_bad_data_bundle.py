@@ -25,14 +25,21 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import REPO
 
 from custom.data.errors import UserFacingError
 
 BUNDLE = REPO / "bundles" / "vae_baseline" / "configs"
-SMALL = {"spatial_size": [32, 32, 32], "spacing": 7.5, "z_dim": 16, "amp": False, "num_workers": 1,
-         "cache": "none", "epochs": 1, "val_interval": 100}
+SMALL = {
+    "spatial_size": [32, 32, 32],
+    "spacing": 7.5,
+    "z_dim": 16,
+    "amp": False,
+    "num_workers": 1,
+    "cache": "none",
+    "epochs": 1,
+    "val_interval": 100,
+}
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -149,8 +156,14 @@ def _loop(root: Path, cid: str) -> tuple[Path, str]:
 
 
 FILE_CASES: dict[str, Callable[[Path, str], tuple[Path, str]]] = {
-    "truncated_gz": _truncated, "wrong_dimensions": _wrong_dims, "image_2d": _two_d, "image_4d": _four_d,
-    "mismatched_affine": _affine, "nan_voxels": _nan, "all_zero": _zeros, "symlink_loop": _loop,
+    "truncated_gz": _truncated,
+    "wrong_dimensions": _wrong_dims,
+    "image_2d": _two_d,
+    "image_4d": _four_d,
+    "mismatched_affine": _affine,
+    "nan_voxels": _nan,
+    "all_zero": _zeros,
+    "symlink_loop": _loop,
 }
 IMAGE_CASES = FILE_CASES  # every file case breaks an image channel, so inference sees it too
 
@@ -174,25 +187,45 @@ def _refuse_reading(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
 def _train(cohort: Path, tmp: Path, **extra: object) -> None:
     from monai.bundle import run
 
-    run("training", config_file=str(BUNDLE / "train.json"), dataset_dir=str(cohort),
-        datalist=str(tmp / "built" / "datalist.json"), output_dir=str(tmp / "run"), ckpt_dir=str(tmp / "models"),
-        **SMALL, **extra)
+    run(
+        "training",
+        config_file=str(BUNDLE / "train.json"),
+        dataset_dir=str(cohort),
+        datalist=str(tmp / "built" / "datalist.json"),
+        output_dir=str(tmp / "run"),
+        ckpt_dir=str(tmp / "models"),
+        **SMALL,
+        **extra,
+    )
 
 
 def _evaluate(cohort: Path, tmp: Path) -> None:
     from monai.bundle import run
 
-    run(config_file=[str(BUNDLE / "train.json"), str(BUNDLE / "evaluate.json")], dataset_dir=str(cohort),
-        datalist=str(cohort / "datalist.json"), output_dir=str(tmp / "run"), ckpt_dir=str(tmp / "models"),
-        eval_split="test", **SMALL)
+    run(
+        config_file=[str(BUNDLE / "train.json"), str(BUNDLE / "evaluate.json")],
+        dataset_dir=str(cohort),
+        datalist=str(cohort / "datalist.json"),
+        output_dir=str(tmp / "run"),
+        ckpt_dir=str(tmp / "models"),
+        eval_split="test",
+        **SMALL,
+    )
 
 
 def _infer(cohort: Path, tmp: Path) -> None:
     from monai.bundle import run
 
-    run(config_file=str(BUNDLE / "inference.json"), datalist=str(cohort / "datalist.json"),
-        output_dir=str(tmp / "infer"), ckpt_dir=str(tmp / "models"), spatial_size=[32, 32, 32], spacing=7.5,
-        z_dim=16, amp=False)
+    run(
+        config_file=str(BUNDLE / "inference.json"),
+        datalist=str(cohort / "datalist.json"),
+        output_dir=str(tmp / "infer"),
+        ckpt_dir=str(tmp / "models"),
+        spatial_size=[32, 32, 32],
+        spacing=7.5,
+        z_dim=16,
+        amp=False,
+    )
 
 
 def _expect_clean_error(entry: Callable[[], None], cohort: Path, needle: str, *words: str) -> str:
@@ -251,14 +284,17 @@ def test_training_refuses_non_monotonic_times(cohort: Path, tmp_path: Path) -> N
     rows = json.loads((cohort / "datalist.json").read_text())
     items = [i for s in ("training", "validation", "test") for i in rows[s]]
     subject = items[0]["subject_id"]
-    lines = [f"{i['subject_id']},{i['timepoint']},{(-1.0 if i['subject_id'] == subject else 1.0) * i['timepoint']}"
-             for i in items]
+    lines = [
+        f"{i['subject_id']},{i['timepoint']},{(-1.0 if i['subject_id'] == subject else 1.0) * i['timepoint']}"
+        for i in items
+    ]
     (cohort / "times.csv").write_text("subject_id,timepoint,time_years\n" + "\n".join(lines) + "\n")
     _expect_clean_error(lambda: _train(cohort, tmp_path), cohort, subject)
 
 
-def test_datalist_cli_refuses_missing_seg_when_required(cohort: Path, tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture) -> None:
+def test_datalist_cli_refuses_missing_seg_when_required(
+    cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from custom.__main__ import main
 
     cid = _case(cohort, "training")
@@ -280,8 +316,15 @@ def test_training_skips_and_reports_when_asked(cohort: Path, tmp_path: Path) -> 
     before = _snapshot(cohort)
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "train.json"))
-    parser.update({"dataset_dir": str(cohort), "datalist": str(cohort / "datalist.json"), "skip_invalid": True,
-                   "output_dir": str(tmp_path / "run"), **SMALL})
+    parser.update(
+        {
+            "dataset_dir": str(cohort),
+            "datalist": str(cohort / "datalist.json"),
+            "skip_invalid": True,
+            "output_dir": str(tmp_path / "run"),
+            **SMALL,
+        }
+    )
     dataset = parser.get_parsed_content("train#dataset")
     n_train = len(json.loads((cohort / "datalist.json").read_text())["training"])
     assert len(dataset) == n_train - 1
@@ -308,8 +351,9 @@ def with_weights(tmp_path: Path) -> Path:
 
     models = tmp_path / "models"
     models.mkdir()
-    torch.save(ResNetVAE(in_channels=4, out_channels=4, spatial_size=[32, 32, 32], z_dim=16).state_dict(),
-               models / "model.pt")
+    torch.save(
+        ResNetVAE(in_channels=4, out_channels=4, spatial_size=[32, 32, 32], z_dim=16).state_dict(), models / "model.pt"
+    )
     return models
 
 

@@ -10,19 +10,21 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO
 from monai.bundle import ConfigParser
 from monai.transforms import Affine, RandAffined
 from monai.transforms.utils import create_rotate, create_scale
 
-from conftest import REPO
-from custom.data.transforms import get_preprocessing
 from custom.data.batch_augment import BatchRandAffine, chain_augments, make_batch_augment
+from custom.data.transforms import get_preprocessing
 from custom.engines.handlers.checkpoints import LoaderRNGState
 
 
 def _matrices() -> list[np.ndarray]:
-    return [np.asarray(create_rotate(3, [0.05, -0.08, 0.07])) @ np.asarray(create_scale(3, [1.04, 0.97, 1.02])),
-            np.asarray(create_rotate(3, [-0.03, 0.02, 0.09])) @ np.asarray(create_scale(3, [0.96, 1.05, 1.0]))]
+    return [
+        np.asarray(create_rotate(3, [0.05, -0.08, 0.07])) @ np.asarray(create_scale(3, [1.04, 0.97, 1.02])),
+        np.asarray(create_rotate(3, [-0.03, 0.02, 0.09])) @ np.asarray(create_scale(3, [0.96, 1.05, 1.0])),
+    ]
 
 
 def _fixed(aug: BatchRandAffine, mats: list[np.ndarray]) -> None:
@@ -67,8 +69,9 @@ def test_draws_follow_the_chain_augmentation_s_distribution() -> None:
         # three rotations of at most 5 degrees each turn any axis by at most 15 degrees
         assert np.all(np.diag(rot) >= math.cos(math.radians(15.0)) - 1e-9)
     # the same ranges and probability as the chain's RandAffined (custom.data.transforms.get_preprocessing)
-    chain = next(t for t in get_preprocessing(spatial_size=(16, 16, 16), augment=True).transforms
-                 if isinstance(t, RandAffined))
+    chain = next(
+        t for t in get_preprocessing(spatial_size=(16, 16, 16), augment=True).transforms if isinstance(t, RandAffined)
+    )
     grid = chain.rand_affine.rand_affine_grid
     assert tuple(grid.rotate_range) == (aug.rotate,) * 3 and tuple(grid.scale_range) == (aug.scale,) * 3
     assert chain.prob == aug.prob

@@ -18,8 +18,15 @@ def _table(report: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def cpu_run(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     out = tmp_path_factory.mktemp("bench")
-    report = run_bench(mode="cpu", out=str(out), cohort_dir=str(tiny_cohort), warmup=0, steps=1, data_batches=2,
-                       overrides={"z_dim": 16})
+    report = run_bench(
+        mode="cpu",
+        out=str(out),
+        cohort_dir=str(tiny_cohort),
+        warmup=0,
+        steps=1,
+        data_batches=2,
+        overrides={"z_dim": 16},
+    )
     return report, out
 
 

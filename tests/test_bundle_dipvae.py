@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, TINY, run_bundle
 
 CFG = REPO / "bundles" / "dipvae" / "configs"
@@ -25,10 +24,29 @@ LAYERS = {
 def test_dipvae_trains_with_each_layer(name: str, tiny_cohort: Path, tmp_path: Path) -> None:
     files = ["train.json", *LAYERS[name]]
     config = "[" + ",".join(f"'{CFG / f}'" for f in files) + "]"
-    run_bundle("run", "training", "--config_file", config, "--dataset_dir", str(tiny_cohort),
-               "--output_dir", str(tmp_path), "--ckpt_dir", str(tmp_path / "models"), "--epochs", "1",
-               "--val_interval", "1", "--lambda_start_epoch", "0", "--lambda_cov_annealing_epochs", "1",
-               "--best_after_epoch", "0", *TINY)
+    run_bundle(
+        "run",
+        "training",
+        "--config_file",
+        config,
+        "--dataset_dir",
+        str(tiny_cohort),
+        "--output_dir",
+        str(tmp_path),
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        "--epochs",
+        "1",
+        "--val_interval",
+        "1",
+        "--lambda_start_epoch",
+        "0",
+        "--lambda_cov_annealing_epochs",
+        "1",
+        "--best_after_epoch",
+        "0",
+        *TINY,
+    )
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert len(rows) == 1
     row = rows[0]

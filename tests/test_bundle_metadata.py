@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest
-
 from conftest import REPO
 
 #: MONAI's bundle metadata schema (Project-MONAI, Apache-2.0), vendored so that CI validates without network access

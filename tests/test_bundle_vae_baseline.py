@@ -10,7 +10,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, TINY, run_bundle
 
 BUNDLE = REPO / "bundles" / "vae_baseline"
@@ -21,9 +20,29 @@ CFG = BUNDLE / "configs"
 def trained(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("vae_run")
     models = out / "models"
-    run_bundle("run", "training", "--config_file", str(CFG / "train.json"), "--dataset_dir", str(tiny_cohort),
-               "--output_dir", str(out), "--ckpt_dir", str(models), "--epochs", "2", "--val_interval", "1",
-               "--tumour_weight", "5", "--tumour_weight_hold", "1", "--augment_on", "batch", *TINY)
+    run_bundle(
+        "run",
+        "training",
+        "--config_file",
+        str(CFG / "train.json"),
+        "--dataset_dir",
+        str(tiny_cohort),
+        "--output_dir",
+        str(out),
+        "--ckpt_dir",
+        str(models),
+        "--epochs",
+        "2",
+        "--val_interval",
+        "1",
+        "--tumour_weight",
+        "5",
+        "--tumour_weight_hold",
+        "1",
+        "--augment_on",
+        "batch",
+        *TINY,
+    )
     # augment_on batch here (the training step warps each batch); test_resume.py runs the default per-volume chain
     return {"out": out, "models": models, "cohort": tiny_cohort}
 
@@ -56,9 +75,20 @@ def test_checkpoint_holds_resume_state(trained: dict[str, Path]) -> None:
 
 def test_evaluate_writes_metrics_and_figures(trained: dict[str, Path]) -> None:
     out = trained["out"]
-    run_bundle("run", "--config_file", f"['{CFG / 'train.json'}','{CFG / 'evaluate.json'}']",
-               "--dataset_dir", str(trained["cohort"]), "--output_dir", str(out), "--ckpt_dir", str(trained["models"]),
-               "--eval_split", "training", *TINY)
+    run_bundle(
+        "run",
+        "--config_file",
+        f"['{CFG / 'train.json'}','{CFG / 'evaluate.json'}']",
+        "--dataset_dir",
+        str(trained["cohort"]),
+        "--output_dir",
+        str(out),
+        "--ckpt_dir",
+        str(trained["models"]),
+        "--eval_split",
+        "training",
+        *TINY,
+    )
     ev = out / "eval_training"
     metrics = json.loads((ev / "metrics.json").read_text())["metrics"]
     for key in ("diag/au_count", "val_epoch/psnr_t1c", "probe/r2_log_volume", "dci/disentanglement", "mig/oracle"):
@@ -74,10 +104,25 @@ def test_evaluate_writes_metrics_and_figures(trained: dict[str, Path]) -> None:
 
 def test_inference_writes_reconstruction_in_input_geometry(trained: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "infer"
-    run_bundle("run", "--config_file", str(CFG / "inference.json"), "--datalist",
-               str(trained["cohort"] / "datalist.json"), "--ckpt_dir", str(trained["models"]),
-               "--output_dir", str(out), "--spatial_size", "[32,32,32]", "--spacing", "7.5", "--z_dim", "16",
-               "--amp", "false")
+    run_bundle(
+        "run",
+        "--config_file",
+        str(CFG / "inference.json"),
+        "--datalist",
+        str(trained["cohort"] / "datalist.json"),
+        "--ckpt_dir",
+        str(trained["models"]),
+        "--output_dir",
+        str(out),
+        "--spatial_size",
+        "[32,32,32]",
+        "--spacing",
+        "7.5",
+        "--z_dim",
+        "16",
+        "--amp",
+        "false",
+    )
     recons = sorted(out.glob("*recon.nii.gz"))
     latents = sorted(out.glob("*_latents.json"))
     assert recons and latents
@@ -93,10 +138,28 @@ def test_ckpt_export_traced_matches_eager(trained: dict[str, Path], tmp_path: Pa
     from custom.networks import ReconstructionNet, ResNetVAE
 
     ts = tmp_path / "model.ts"
-    run_bundle("ckpt_export", "network", "--filepath", str(ts), "--ckpt_file", str(trained["models"] / "model.pt"),
-               "--meta_file", str(CFG / "metadata.json"), "--config_file", str(CFG / "inference.json"),
-               "--use_trace", "True", "--input_shape", "[1,4,32,32,32]", "--spatial_size", "[32,32,32]",
-               "--z_dim", "16", "--bundle_root", str(BUNDLE))
+    run_bundle(
+        "ckpt_export",
+        "network",
+        "--filepath",
+        str(ts),
+        "--ckpt_file",
+        str(trained["models"] / "model.pt"),
+        "--meta_file",
+        str(CFG / "metadata.json"),
+        "--config_file",
+        str(CFG / "inference.json"),
+        "--use_trace",
+        "True",
+        "--input_shape",
+        "[1,4,32,32,32]",
+        "--spatial_size",
+        "[32,32,32]",
+        "--z_dim",
+        "16",
+        "--bundle_root",
+        str(BUNDLE),
+    )
     vae = ResNetVAE(spatial_size=32, z_dim=16)
     vae.load_state_dict(torch.load(trained["models"] / "model.pt", map_location="cpu", weights_only=True))
     eager = ReconstructionNet(vae).eval()

@@ -14,8 +14,9 @@ def _evaluator(epoch: int, loss: float) -> SimpleNamespace:
 
 def _run(tmp_path: Path, best_after_epoch: int, history: list[tuple[int, float]]) -> torch.Tensor | None:
     net = torch.nn.Linear(1, 1, bias=False)
-    ck = TrainingCheckpoints(str(tmp_path / "ck"), str(tmp_path / "models"), {"network": net}, net,
-                             best_after_epoch=best_after_epoch)
+    ck = TrainingCheckpoints(
+        str(tmp_path / "ck"), str(tmp_path / "models"), {"network": net}, net, best_after_epoch=best_after_epoch
+    )
     for epoch, loss in history:
         with torch.no_grad():
             net.weight.fill_(float(epoch))  # the weight records which epoch was saved

@@ -21,14 +21,18 @@ MODS = ("t1c", "t1n", "t2f", "t2w")
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 
 
-def make_case(root: Path, subject: int, tp: int, ext: str = ".nii.gz", seg: bool = True, folder: Path | None = None) -> Path:
+def make_case(
+    root: Path, subject: int, tp: int, ext: str = ".nii.gz", seg: bool = True, folder: Path | None = None
+) -> Path:
     """Write a tiny 12x12x8 case; returns its folder."""
     cid = f"BraTS-MEN-{subject:05d}-{tp:03d}"
     case_dir = folder if folder is not None else root / cid
     case_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(subject * 100 + tp)
     for m in MODS:
-        nib.save(nib.Nifti1Image(rng.random((12, 12, 8)).astype(np.float32) + 1.0, AFFINE), case_dir / f"{cid}-{m}{ext}")
+        nib.save(
+            nib.Nifti1Image(rng.random((12, 12, 8)).astype(np.float32) + 1.0, AFFINE), case_dir / f"{cid}-{m}{ext}"
+        )
     if seg:
         lab = np.zeros((12, 12, 8), np.uint8)
         lab[4:8, 4:8, 2:6] = 1
@@ -105,9 +109,12 @@ def test_build_datalist_keeps_subjects_together_sorted_and_stable(tmp_path: Path
         for t in (1, 0, 2):
             make_case(tmp_path, s, t, seg=(s % 2 == 0))
     times = tmp_path / "times.csv"
-    times.write_text("subject_id,timepoint,time_years\n" + "".join(
-        f"{'BraTS-MEN-' if s % 2 else ''}{s:05d},{t},{0.5 * t + 0.01 * s}\n" for s in range(1, 8) for t in range(3)
-    ))
+    times.write_text(
+        "subject_id,timepoint,time_years\n"
+        + "".join(
+            f"{'BraTS-MEN-' if s % 2 else ''}{s:05d},{t},{0.5 * t + 0.01 * s}\n" for s in range(1, 8) for t in range(3)
+        )
+    )
     dl = build_datalist(tmp_path, times_csv=times, seed=5, check_content=False)
     owner: dict[str, str] = {}
     for key in ("training", "validation", "test"):
@@ -123,9 +130,7 @@ def test_build_datalist_keeps_subjects_together_sorted_and_stable(tmp_path: Path
 
     # same seed, reversed discovery order -> identical split
     original = discovery_module.discover_cases
-    monkeypatch.setattr(
-        "custom.data.datalist.discover_cases", lambda root: list(reversed(original(root)))
-    )
+    monkeypatch.setattr("custom.data.datalist.discover_cases", lambda root: list(reversed(original(root))))
     again = build_datalist(tmp_path, times_csv=times, seed=5, check_content=False)
     assert {k: again[k] for k in ("training", "validation", "test")} == {
         k: dl[k] for k in ("training", "validation", "test")
@@ -205,5 +210,7 @@ def test_cli_invalid_raises_and_skip_invalid_writes_reasons(tmp_path: Path, caps
 
 
 def test_case_record_files_order(tmp_path: Path) -> None:
-    rec = CaseRecord("BraTS-MEN-00001-000", "BraTS-MEN-00001", 0, {m: tmp_path / m for m in reversed(MODS)}, tmp_path / "s")
+    rec = CaseRecord(
+        "BraTS-MEN-00001-000", "BraTS-MEN-00001", 0, {m: tmp_path / m for m in reversed(MODS)}, tmp_path / "s"
+    )
     assert [p.name for p in rec.files()] == [*MODS, "s"]

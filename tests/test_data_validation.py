@@ -248,8 +248,10 @@ def test_every_problem_of_every_case_is_listed(tmp_path: Path) -> None:
     make_case(tmp_path, "BraTS-MEN-00002-000")
     file_of(tmp_path, "t1n").unlink()
     file_of(tmp_path, "t2w", "BraTS-MEN-00002-000").unlink()
-    rewrite(file_of(tmp_path, "t1c", "BraTS-MEN-00002-000"),
-            lambda: nib.Nifti1Image(np.zeros((12, 12, 8), np.float32), AFFINE))
+    rewrite(
+        file_of(tmp_path, "t1c", "BraTS-MEN-00002-000"),
+        lambda: nib.Nifti1Image(np.zeros((12, 12, 8), np.float32), AFFINE),
+    )
     report, msg = problems_for(tmp_path, workers=2)
     assert len(report.problems) == 3 and report.invalid_case_ids == [CID, "BraTS-MEN-00002-000"]
     for p in report.problems:

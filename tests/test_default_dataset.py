@@ -10,8 +10,13 @@ from custom.data.dataset import prepare_datalist
 
 def test_missing_dataset_dir_gets_the_synthetic_cohort(tmp_path: Path) -> None:
     root = tmp_path / "data" / "synthetic"
-    datalist = prepare_datalist(str(root), str(root / "datalist.json"),
-                                synthetic={"subjects": 3, "timepoints": 2, "seed": 0}, spacing=7.5, workers=1)
+    datalist = prepare_datalist(
+        str(root),
+        str(root / "datalist.json"),
+        synthetic={"subjects": 3, "timepoints": 2, "seed": 0},
+        spacing=7.5,
+        workers=1,
+    )
     dl = json.loads(Path(datalist).read_text())
     items = [it for k in ("training", "validation", "test") for it in dl.get(k, [])]
     assert len(items) == 6 and (root / "cohort.csv").exists()

@@ -15,8 +15,18 @@ from conftest import REPO
 def test_demo_tiny_end_to_end(tmp_path: Path, parallel: bool) -> None:
     """Sequential is the CPU default; ``--size gpu`` trains the two encoders concurrently (real bundles here)."""
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "custom", "demo", "--out", str(out), "--size", "tiny",
-           "--parallel_encoders", str(parallel)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "custom",
+        "demo",
+        "--out",
+        str(out),
+        "--size",
+        "tiny",
+        "--parallel_encoders",
+        str(parallel),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for stage in ("cohort", "vae_baseline", "dipvae", "latent_ode", "report"):

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, TINY
 
 CFG = REPO / "bundles" / "vae_baseline" / "configs"
@@ -25,10 +24,36 @@ CFG = REPO / "bundles" / "vae_baseline" / "configs"
 def _start(out: Path, cohort: Path, seed: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(CFG / "train.json"),
-           "--dataset_dir", str(cohort), "--datalist", str(cohort / "datalist.json"), "--output_dir", str(out),
-           "--ckpt_dir", str(out / "models"), "--epochs", "2", "--limit_cases", "4", "--val_interval", "2",
-           "--figure_interval", "100", "--cache", "none", "--seed", str(seed), *TINY]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        str(CFG / "train.json"),
+        "--dataset_dir",
+        str(cohort),
+        "--datalist",
+        str(cohort / "datalist.json"),
+        "--output_dir",
+        str(out),
+        "--ckpt_dir",
+        str(out / "models"),
+        "--epochs",
+        "2",
+        "--limit_cases",
+        "4",
+        "--val_interval",
+        "2",
+        "--figure_interval",
+        "100",
+        "--cache",
+        "none",
+        "--seed",
+        str(seed),
+        *TINY,
+    ]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

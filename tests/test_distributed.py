@@ -33,7 +33,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from conftest import REPO, TINY
 
 WORLD = 2
@@ -79,8 +78,15 @@ def _tiny_vae() -> torch.nn.Module:
     from custom.networks import ResNetVAE
 
     torch.manual_seed(0)
-    return ResNetVAE(in_channels=4, out_channels=4, spatial_size=SIZE, z_dim=Z, widths=(8, 16, 16, 16),
-                     blocks_per_stage=1, num_groups=4)
+    return ResNetVAE(
+        in_channels=4,
+        out_channels=4,
+        spatial_size=SIZE,
+        z_dim=Z,
+        widths=(8, 16, 16, 16),
+        blocks_per_stage=1,
+        num_groups=4,
+    )
 
 
 def _global_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,22 +114,39 @@ def _losses() -> dict[str, torch.nn.Module]:
     }
 
 
-def _one_step(net: torch.nn.Module, train_net: torch.nn.Module, loss: torch.nn.Module, x: torch.Tensor,
-              eps: torch.Tensor, lr: float, device: torch.device = torch.device("cpu")) -> dict[str, object]:
+def _one_step(
+    net: torch.nn.Module,
+    train_net: torch.nn.Module,
+    loss: torch.nn.Module,
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    lr: float,
+    device: torch.device = torch.device("cpu"),
+) -> dict[str, object]:
     """One real :class:`VAETrainStep` (no clipping) with SGD on ``device`` (``net`` already there); returns grads,
     updated weights (on the CPU) and the step output."""
     from custom.engines.train_step import VAETrainStep
 
     _fix_noise(net, eps.to(device))
     opt = torch.optim.SGD(net.parameters(), lr=lr)
-    engine = SimpleNamespace(network=train_net, optimizer=opt, loss_function=loss,
-                             state=SimpleNamespace(device=device, epoch=1, iteration=1,
-                                                   loss_kwargs={"beta": 1.0, "lambda_scale": 1.0}
-                                                   if hasattr(loss, "gather") else {"beta": 1.0}))
+    engine = SimpleNamespace(
+        network=train_net,
+        optimizer=opt,
+        loss_function=loss,
+        state=SimpleNamespace(
+            device=device,
+            epoch=1,
+            iteration=1,
+            loss_kwargs={"beta": 1.0, "lambda_scale": 1.0} if hasattr(loss, "gather") else {"beta": 1.0},
+        ),
+    )
     out = VAETrainStep(amp=False, grad_clip=0.0)(engine, {"image": x})
-    return {"grads": [p.grad.detach().cpu().clone() for p in net.parameters()],
-            "state": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
-            "loss": float(out["loss"]), "grad_norm": float(out["grad_norm"])}
+    return {
+        "grads": [p.grad.detach().cpu().clone() for p in net.parameters()],
+        "state": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+        "loss": float(out["loss"]),
+        "grad_norm": float(out["grad_norm"]),
+    }
 
 
 # ------------------------------------------------------------------------------------------ the spawned worker
@@ -146,8 +169,9 @@ def _worker(rank: int, tmp: str) -> None:
     result: dict[str, object] = {}
     for name, loss in _losses().items():
         net = _tiny_vae().to(device)
-        result[name] = _one_step(net, DistributedDataParallel(net, **ddp_kwargs), loss, x[rows], eps[rows], LR[name],
-                                 device)
+        result[name] = _one_step(
+            net, DistributedDataParallel(net, **ddp_kwargs), loss, x[rows], eps[rows], LR[name], device
+        )
 
     # the DIP gather on its own: penalty value and gradient w.r.t. this rank's rows
     g = torch.Generator().manual_seed(3)
@@ -156,12 +180,16 @@ def _worker(rank: int, tmp: str) -> None:
     logvar = logvar_all[rows].clone().to(device).requires_grad_()
     penalty = dip_penalty(*gather_for_dip(mu, logvar), lambda_od=10.0, lambda_d=5.0)[0]
     penalty.backward()
-    result["gather"] = {"penalty": float(penalty.detach()), "mu_grad": mu.grad.cpu().clone(),
-                        "logvar_grad": logvar.grad.cpu().clone()}
+    result["gather"] = {
+        "penalty": float(penalty.detach()),
+        "mu_grad": mu.grad.cpu().clone(),
+        "logvar_grad": logvar.grad.cpu().clone(),
+    }
 
     # epoch metrics: rank r reports r + 1 -> every rank ends with the mean 1.5; other prefixes untouched
-    engine = SimpleNamespace(state=SimpleNamespace(device=device,
-                                                   metrics={"train_epoch/a": rank + 1.0, "val_epoch/b": float(rank)}))
+    engine = SimpleNamespace(
+        state=SimpleNamespace(device=device, metrics={"train_epoch/a": rank + 1.0, "val_epoch/b": float(rank)})
+    )
     EpochMetricsAllReduce()(engine)
     result["metrics"] = dict(engine.state.metrics)
     torch.save(_cpu(result), f"{tmp}/rank{rank}.pt")
@@ -193,8 +221,10 @@ def single_results() -> dict[str, dict]:
         for name, loss in _losses().items():
             net = _tiny_vae().to(device)
             out[name] = _one_step(net, net, loss, x, eps, LR[name], device)
-        halves = [_one_step(net, net, _losses()["elbo"], x[rows], eps[rows], LR["elbo"], device)["grads"]
-                  for net, rows in ((_tiny_vae().to(device), slice(0, 2)), (_tiny_vae().to(device), slice(2, 4)))]
+        halves = [
+            _one_step(net, net, _losses()["elbo"], x[rows], eps[rows], LR["elbo"], device)["grads"]
+            for net, rows in ((_tiny_vae().to(device), slice(0, 2)), (_tiny_vae().to(device), slice(2, 4)))
+        ]
         out["elbo_halves_mean"] = [(a + b) / 2 for a, b in zip(*halves)]
     finally:
         torch.set_num_threads(threads)
@@ -249,14 +279,17 @@ def test_ddp_step_equals_single_process_on_the_global_batch(ddp_results, single_
         assert ddp["grad_norm"] == pytest.approx(single["grad_norm"], rel=FULL_BATCH_RTOL)
         # the SGD step: the weight change (-lr * gradient, all parameters as one vector; per tensor, fp32 rounding
         # of w - lr * g would dominate where a tensor's update is tiny) compared the same way
-        delta = lambda state: torch.cat([(state[k] - w0[k]).flatten() for k in w0 if w0[k].is_floating_point()])
+        delta = lambda state: torch.cat(  # noqa: E731
+            [(state[k] - w0[k]).flatten() for k in w0 if w0[k].is_floating_point()]
+        )
         assert _worst_rel_error([delta(ddp["state"])], [delta(single["state"])]) < FULL_BATCH_RTOL
     for key in w0:  # bitwise-identical replicas
         assert torch.equal(ddp_results[0][loss_name]["state"][key], ddp_results[1][loss_name]["state"][key])
     # the loss of a second forward of the global batch through the updated weights
     loss = _losses()[loss_name]
     assert _global_loss(ddp_results[0][loss_name]["state"], loss) == pytest.approx(
-        _global_loss(single["state"], loss), rel=1e-5)
+        _global_loss(single["state"], loss), rel=1e-5
+    )
     # each rank's first-step loss is its local batch mean; their mean is the full-batch loss (ELBO part)
     if loss_name == "elbo":
         mean_local = sum(r[loss_name]["loss"] for r in ddp_results) / WORLD
@@ -265,7 +298,9 @@ def test_ddp_step_equals_single_process_on_the_global_batch(ddp_results, single_
 
 def test_dip_without_gather_is_not_the_global_gradient(ddp_results, single_results) -> None:
     """Negative control: a rank-local covariance gives a different (wrong) gradient, so the test above can fail."""
-    assert _worst_rel_error(ddp_results[0]["dip_nogather"]["grads"], single_results["dip"]["grads"]) > 10 * FULL_BATCH_RTOL
+    assert (
+        _worst_rel_error(ddp_results[0]["dip_nogather"]["grads"], single_results["dip"]["grads"]) > 10 * FULL_BATCH_RTOL
+    )
 
 
 def _independent_penalty(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -273,7 +308,7 @@ def _independent_penalty(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor
     n = mu.shape[0]
     c = torch.einsum("bi,bj->ij", mu - mu.mean(0), mu - mu.mean(0)) / n + torch.diag(logvar.exp().mean(0))
     off = c * (1 - torch.eye(c.shape[0]))
-    return 10.0 * (off ** 2).sum() + 5.0 * ((torch.diagonal(c) - 1) ** 2).sum()
+    return 10.0 * (off**2).sum() + 5.0 * ((torch.diagonal(c) - 1) ** 2).sum()
 
 
 def test_dip_penalty_and_gradient_use_the_global_batch(ddp_results) -> None:
@@ -284,7 +319,7 @@ def test_dip_penalty_and_gradient_use_the_global_batch(ddp_results) -> None:
     m, lv = mu_all.double().numpy(), logvar_all.double().numpy()
     cov = np.cov(m, rowvar=False, bias=True) + np.diag(np.exp(lv).mean(0))
     off = cov - np.diag(np.diag(cov))
-    expected = 10.0 * (off ** 2).sum() + 5.0 * ((np.diag(cov) - 1) ** 2).sum()
+    expected = 10.0 * (off**2).sum() + 5.0 * ((np.diag(cov) - 1) ** 2).sum()
     # gradient of the single-process penalty on the concatenated batch
     mu_ref, lv_ref = mu_all.clone().requires_grad_(), logvar_all.clone().requires_grad_()
     _independent_penalty(mu_ref, lv_ref).backward()
@@ -307,20 +342,52 @@ def test_select_handlers_keeps_writers_on_rank_zero(tmp_path: Path) -> None:
     from custom.engines.distributed import EpochMetricsAllReduce, rank_path, select_handlers
     from custom.engines.handlers import NonFiniteGuard
 
-    fake = {n: type(n, (), {})() for n in ("ResumeHandler", "EpochAverager", "ValidationHandler", "TidyCSVWriter",
-                                           "TrainingCheckpoints", "DashboardWriter", "StatsHandler",
-                                           "TensorBoardStatsHandler")}
+    fake = {
+        n: type(n, (), {})()
+        for n in (
+            "ResumeHandler",
+            "EpochAverager",
+            "ValidationHandler",
+            "TidyCSVWriter",
+            "TrainingCheckpoints",
+            "DashboardWriter",
+            "StatsHandler",
+            "TensorBoardStatsHandler",
+        )
+    }
     guard = NonFiniteGuard(log_path=str(tmp_path / "nonfinite_steps.jsonl"), ckpt_dir=str(tmp_path / "ckpt"))
-    handlers = [fake["ResumeHandler"], fake["EpochAverager"], fake["ValidationHandler"], guard, None,
-                fake["TidyCSVWriter"], fake["TrainingCheckpoints"], fake["DashboardWriter"], fake["StatsHandler"],
-                fake["TensorBoardStatsHandler"]]
+    handlers = [
+        fake["ResumeHandler"],
+        fake["EpochAverager"],
+        fake["ValidationHandler"],
+        guard,
+        None,
+        fake["TidyCSVWriter"],
+        fake["TrainingCheckpoints"],
+        fake["DashboardWriter"],
+        fake["StatsHandler"],
+        fake["TensorBoardStatsHandler"],
+    ]
     names0 = [type(h).__name__ for h in select_handlers(handlers, rank=0)]
-    assert names0 == ["ResumeHandler", "EpochAverager", "EpochMetricsAllReduce", "ValidationHandler",
-                      "NonFiniteGuard", "TidyCSVWriter", "TrainingCheckpoints", "DashboardWriter", "StatsHandler",
-                      "TensorBoardStatsHandler"]
+    assert names0 == [
+        "ResumeHandler",
+        "EpochAverager",
+        "EpochMetricsAllReduce",
+        "ValidationHandler",
+        "NonFiniteGuard",
+        "TidyCSVWriter",
+        "TrainingCheckpoints",
+        "DashboardWriter",
+        "StatsHandler",
+        "TensorBoardStatsHandler",
+    ]
     sel1 = select_handlers(handlers, rank=1)
-    assert [type(h).__name__ for h in sel1] == ["ResumeHandler", "EpochAverager", "EpochMetricsAllReduce",
-                                                "NonFiniteGuard"]
+    assert [type(h).__name__ for h in sel1] == [
+        "ResumeHandler",
+        "EpochAverager",
+        "EpochMetricsAllReduce",
+        "NonFiniteGuard",
+    ]
     assert isinstance(sel1[2], EpochMetricsAllReduce)
     assert sel1[3].log_path == tmp_path / "nonfinite_steps.rank1.jsonl" and sel1[3].ckpt_dir is None
     assert guard.ckpt_dir == tmp_path / "ckpt"  # rank 0's guard (the original object) is untouched
@@ -333,10 +400,30 @@ def test_torchrun_bundle_smoke(bundle: str, tiny_cohort: Path, tmp_path: Path) -
     cfg = REPO / "bundles" / bundle / "configs"
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD),
-           "-m", "monai.bundle", "run", "--config_file", f"['{cfg / 'train.json'}','{cfg / 'multi_gpu_train.json'}']",
-           "--dataset_dir", str(tiny_cohort), "--output_dir", str(out), "--ckpt_dir", str(out / "models"),
-           "--epochs", "1", "--val_interval", "1", *TINY]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(WORLD),
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        f"['{cfg / 'train.json'}','{cfg / 'multi_gpu_train.json'}']",
+        "--dataset_dir",
+        str(tiny_cohort),
+        "--output_dir",
+        str(out),
+        "--ckpt_dir",
+        str(out / "models"),
+        "--epochs",
+        "1",
+        "--val_interval",
+        "1",
+        *TINY,
+    ]
     if bundle == "dipvae":
         cmd += ["--lambda_start_epoch", "0"]  # the penalty (and its all-gather) is active in the smoke run
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)

@@ -19,7 +19,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, TINY, run_bundle
 
 BUNDLE = REPO / "bundles" / "vae_baseline"
@@ -39,34 +38,96 @@ def exported(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 
     tmp = tmp_path_factory.mktemp("export")
     train = tmp / "train"
-    run_bundle("run", "training", "--config_file", str(BUNDLE / "configs" / "train.json"),
-               "--dataset_dir", str(tiny_cohort), "--datalist", str(tiny_cohort / "datalist.json"),
-               "--output_dir", str(train), "--ckpt_dir", str(train / "models"), "--epochs", "1",
-               "--limit_cases", "4", "--val_interval", "100", "--cache", "none", *TINY)
+    run_bundle(
+        "run",
+        "training",
+        "--config_file",
+        str(BUNDLE / "configs" / "train.json"),
+        "--dataset_dir",
+        str(tiny_cohort),
+        "--datalist",
+        str(tiny_cohort / "datalist.json"),
+        "--output_dir",
+        str(train),
+        "--ckpt_dir",
+        str(train / "models"),
+        "--epochs",
+        "1",
+        "--limit_cases",
+        "4",
+        "--val_interval",
+        "100",
+        "--cache",
+        "none",
+        *TINY,
+    )
     in_repo = tmp / "in_repo"
-    run_bundle("run", "--config_file", str(BUNDLE / "configs" / "inference.json"),
-               "--datalist", str(tiny_cohort / "datalist.json"), "--ckpt_dir", str(train / "models"),
-               "--output_dir", str(in_repo), "--spatial_size", "[32,32,32]", "--spacing", "7.5", "--z_dim", "16",
-               "--amp", "false")
+    run_bundle(
+        "run",
+        "--config_file",
+        str(BUNDLE / "configs" / "inference.json"),
+        "--datalist",
+        str(tiny_cohort / "datalist.json"),
+        "--ckpt_dir",
+        str(train / "models"),
+        "--output_dir",
+        str(in_repo),
+        "--spatial_size",
+        "[32,32,32]",
+        "--spacing",
+        "7.5",
+        "--z_dim",
+        "16",
+        "--amp",
+        "false",
+    )
     zip_path = Path(export_bundle(str(BUNDLE), str(tmp / "zip"), model=str(train / "models" / "model.pt"), **SIZE))
     unzipped = tmp / "elsewhere"
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(unzipped)
     out = tmp / "exported_out"
-    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file",
-                           f"{NAME}/configs/inference.json", "--datalist", str(tiny_cohort / "datalist.json"),
-                           "--output_dir", str(out)], cwd=unzipped, env=_clean_env(), capture_output=True,
-                          text=True, timeout=400)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            f"{NAME}/configs/inference.json",
+            "--datalist",
+            str(tiny_cohort / "datalist.json"),
+            "--output_dir",
+            str(out),
+        ],
+        cwd=unzipped,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return {"zip": zip_path, "unzipped": unzipped, "in_repo": in_repo, "exported": out,
-            "weights": train / "models" / "model.pt"}
+    return {
+        "zip": zip_path,
+        "unzipped": unzipped,
+        "in_repo": in_repo,
+        "exported": out,
+        "weights": train / "models" / "model.pt",
+    }
 
 
 def test_zip_has_the_model_zoo_layout(exported: dict[str, Path]) -> None:
     names = set(zipfile.ZipFile(exported["zip"]).namelist())
-    for required in ("configs/inference.json", "configs/metadata.json", "models/model.pt", "models/model.ts",
-                     "docs/README.md", "LICENSE", "custom/__init__.py", "custom/networks/wrappers.py",
-                     "custom/data/transforms.py"):
+    for required in (
+        "configs/inference.json",
+        "configs/metadata.json",
+        "models/model.pt",
+        "models/model.ts",
+        "docs/README.md",
+        "LICENSE",
+        "custom/__init__.py",
+        "custom/networks/wrappers.py",
+        "custom/data/transforms.py",
+    ):
         assert f"{NAME}/{required}" in names, required
     assert not [n for n in names if "__pycache__" in n]
     cfg = json.loads((exported["unzipped"] / NAME / "configs" / "inference.json").read_text())
@@ -77,11 +138,17 @@ def test_zip_has_the_model_zoo_layout(exported: dict[str, Path]) -> None:
 
 def test_custom_resolves_inside_the_bundle_not_the_repo(exported: dict[str, Path]) -> None:
     where = exported["unzipped"]
-    bare = subprocess.run([sys.executable, "-c", "import custom"], cwd=where, env=_clean_env(),
-                          capture_output=True, text=True)
+    bare = subprocess.run(
+        [sys.executable, "-c", "import custom"], cwd=where, env=_clean_env(), capture_output=True, text=True
+    )
     assert bare.returncode != 0, "the repository's custom package is importable from a clean environment"
-    probe = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(1, '{NAME}'); import custom; "
-                            "print(custom.__file__)"], cwd=where, env=_clean_env(), capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path.insert(1, '{NAME}'); import custom; " "print(custom.__file__)"],
+        cwd=where,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+    )
     assert probe.returncode == 0, probe.stderr
     assert Path(probe.stdout.strip()).resolve().is_relative_to(where.resolve())
 

@@ -15,7 +15,7 @@ AFFINE = np.array([[-2.0, 0, 0, 50.0], [0, 1.0, 0, -20.0], [0, 0, 3.0, 7.0], [0,
 
 def _box_seg(shape=(10, 12, 8), lo=(2, 3, 1), size=(4, 6, 2), label=3) -> np.ndarray:
     seg = np.zeros(shape, dtype=np.uint8)
-    seg[lo[0]:lo[0] + size[0], lo[1]:lo[1] + size[1], lo[2]:lo[2] + size[2]] = label
+    seg[lo[0] : lo[0] + size[0], lo[1] : lo[1] + size[1], lo[2] : lo[2] + size[2]] = label
     return seg
 
 
@@ -40,7 +40,8 @@ def test_box_volume_centroid_extent_under_anisotropic_affine():
     # aspects: extent over the side of the cube of the same volume, 288 mm^3 -> side 288^(1/3)
     side = 288.0 ** (1.0 / 3.0)
     assert (f["aspect_x"], f["aspect_y"], f["aspect_z"]) == pytest.approx(
-        (math.log(8.0 / side), math.log(6.0 / side), math.log(6.0 / side)))
+        (math.log(8.0 / side), math.log(6.0 / side), math.log(6.0 / side))
+    )
 
 
 def test_shape_factors_do_not_change_when_the_tumour_is_scaled():
@@ -85,7 +86,7 @@ def test_label_volumes():
 def test_ball_sphericity_near_one_and_long_box_much_lower():
     n, r = 31, 10.0
     g = np.indices((n, n, n)) - 15
-    ball = ((g ** 2).sum(axis=0) <= r * r).astype(np.uint8) * 3
+    ball = ((g**2).sum(axis=0) <= r * r).astype(np.uint8) * 3
     aff = np.diag([1.5, 1.5, 1.5, 1.0])
     fb = seg_factors(ball, aff)
     assert fb["volume_ml"] == pytest.approx(4 / 3 * math.pi * (r * 1.5) ** 3 / 1000.0, rel=0.03)

@@ -26,10 +26,22 @@ def _code(rng: np.random.Generator, n_subj: int, scans: int, z: int) -> tuple[np
 def _validation_rows(mu: np.ndarray, factors: np.ndarray, subjects: list[str]) -> list[dict]:
     n = len(mu)
     t = torch.as_tensor
-    return [{"mu": t(mu, dtype=torch.float32), "logvar": torch.zeros(n, mu.shape[1]), "mse_mu": torch.ones(n),
-             "mse_z0": 2 * torch.ones(n), "mse_sampled": torch.ones(n), "case_id": [f"c{i}" for i in range(n)],
-             "subject_id": subjects, "factors": t(factors, dtype=torch.float32), "batch_size": n,
-             "val_recon": 1.0, "val_kl": 1.0, "image_metrics": {}}]
+    return [
+        {
+            "mu": t(mu, dtype=torch.float32),
+            "logvar": torch.zeros(n, mu.shape[1]),
+            "mse_mu": torch.ones(n),
+            "mse_z0": 2 * torch.ones(n),
+            "mse_sampled": torch.ones(n),
+            "case_id": [f"c{i}" for i in range(n)],
+            "subject_id": subjects,
+            "factors": t(factors, dtype=torch.float32),
+            "batch_size": n,
+            "val_recon": 1.0,
+            "val_kl": 1.0,
+            "image_metrics": {},
+        }
+    ]
 
 
 def test_buffer_keeps_one_epoch_and_drops_nonfinite_rows() -> None:
@@ -88,9 +100,12 @@ def test_train_step_hands_mu_factors_and_subjects_to_the_buffer() -> None:
             return torch.zeros_like(x) + 0 * self.w, mu, torch.zeros_like(mu), mu
 
     net = Encoder2()
-    engine = SimpleNamespace(network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.0),
-                             loss_function=VAELoss(recon_reduction="sum"),
-                             state=SimpleNamespace(device=torch.device("cpu"), loss_kwargs={"beta": 1.0}, epoch=1, iteration=1))
+    engine = SimpleNamespace(
+        network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.0),
+        loss_function=VAELoss(recon_reduction="sum"),
+        state=SimpleNamespace(device=torch.device("cpu"), loss_kwargs={"beta": 1.0}, epoch=1, iteration=1),
+    )
     buf = TrainingLatents()
     x = torch.arange(16, dtype=torch.float32).reshape(2, 1, 2, 2, 2)
     factors = torch.tensor([[0.5] * K, [1.5] * K])

@@ -79,8 +79,9 @@ def test_collapse_summary_healthy_code_and_given_kl():
     assert ignored["collapsed"] is True
     # ... and the verdict says the code is in use, so that a held-out failure to generalise reads as such
     assert "code is in use" in ignored["verdict"] and "generalise" in ignored["verdict"]
-    empty = collapse_summary(np.full((40, 8), 0.05), np.full((40, 8), -0.2), free_bits=0.15,
-                             recon_mu_mse=0.50, recon_z0_mse=0.51)
+    empty = collapse_summary(
+        np.full((40, 8), 0.05), np.full((40, 8), -0.2), free_bits=0.15, recon_mu_mse=0.50, recon_z0_mse=0.51
+    )
     assert "code is in use" not in empty["verdict"]  # no active units: plain posterior collapse
 
 

@@ -15,8 +15,6 @@ import numpy as np
 import pytest
 from scipy.stats import special_ortho_group
 
-from custom.metrics.probes import PROBE_ALPHAS, ridge_path_predict
-
 from custom.metrics import (
     dci,
     dci_from_importance,
@@ -27,6 +25,7 @@ from custom.metrics import (
     sap,
     single_latent_r2,
 )
+from custom.metrics.probes import PROBE_ALPHAS, ridge_path_predict
 
 N, K, Z = 200, 4, 8
 NAMES = ["log_volume", "centroid_x", "sphericity", "extent_z"]
@@ -255,7 +254,7 @@ def test_held_out_probe_penalty_is_chosen_on_the_validation_subjects():
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from custom.metrics.probes import PROBE_ALPHAS, ridge_path_predict, held_out_probe_r2
+    from custom.metrics.probes import PROBE_ALPHAS, held_out_probe_r2
 
     rng = np.random.default_rng(3)
 
@@ -272,12 +271,15 @@ def test_held_out_probe_penalty_is_chosen_on_the_validation_subjects():
     ct, ft, _ = split(15, memorised=0.0)
     res = held_out_probe_r2(cf, ff, ct, ft, ["f"], groups_fit=gf, mu_select=cs, factors_select=fs, groups_select=gs)
     assert res["alpha_from"] == "validation"
-    scores = {a: r2_score(fs[:, 0], make_pipeline(StandardScaler(), Ridge(alpha=a)).fit(cf, ff[:, 0]).predict(cs))
-              for a in PROBE_ALPHAS}
+    scores = {
+        a: r2_score(fs[:, 0], make_pipeline(StandardScaler(), Ridge(alpha=a)).fit(cf, ff[:, 0]).predict(cs))
+        for a in PROBE_ALPHAS
+    }
     assert res["alpha"]["f"] == max(scores, key=scores.get)
     expected = make_pipeline(StandardScaler(), Ridge(alpha=res["alpha"]["f"])).fit(cf, ff[:, 0])
     assert res["r2"]["f"] == pytest.approx(r2_score(ft[:, 0], expected.predict(ct)))
     # too few selection subjects: back to grouped CV over the fit subjects
-    few = held_out_probe_r2(cf, ff, ct, ft, ["f"], groups_fit=gf, mu_select=cs[:8], factors_select=fs[:8],
-                            groups_select=gs[:8])
+    few = held_out_probe_r2(
+        cf, ff, ct, ft, ["f"], groups_fit=gf, mu_select=cs[:8], factors_select=fs[:8], groups_select=gs[:8]
+    )
     assert few["alpha_from"] == "group_cv"

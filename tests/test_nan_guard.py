@@ -57,12 +57,21 @@ def _trainer(items: list[dict], tmp: Path, max_consecutive: int) -> tuple[Superv
     torch.manual_seed(0)
     net = _TinyVAE()
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    guard = NonFiniteGuard(max_consecutive=max_consecutive, log_path=str(tmp / "nonfinite_steps.jsonl"),
-                           ckpt_dir=str(tmp / "checkpoints"))
-    trainer = SupervisedTrainer(device=torch.device("cpu"), max_epochs=1, network=net, optimizer=opt,
-                                loss_function=VAELoss(), train_data_loader=DataLoader(items, batch_size=1),
-                                iteration_update=VAETrainStep(amp=False, grad_clip=5.0), train_handlers=[guard],
-                                decollate=False, amp=False)
+    guard = NonFiniteGuard(
+        max_consecutive=max_consecutive, log_path=str(tmp / "nonfinite_steps.jsonl"), ckpt_dir=str(tmp / "checkpoints")
+    )
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        network=net,
+        optimizer=opt,
+        loss_function=VAELoss(),
+        train_data_loader=DataLoader(items, batch_size=1),
+        iteration_update=VAETrainStep(amp=False, grad_clip=5.0),
+        train_handlers=[guard],
+        decollate=False,
+        amp=False,
+    )
     snapshots: list[dict] = []
 
     @trainer.on(Events.ITERATION_STARTED)

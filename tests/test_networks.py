@@ -205,9 +205,15 @@ def test_default_vae_128_on_meta_device(output_layer: str) -> None:
 def _full_resolution_outputs(decoder: nn.Module, z: torch.Tensor, size: int) -> list[tuple[str, int]]:
     """(module name, channels) of every leaf module whose output has the full spatial size."""
     found: list[tuple[str, int]] = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: found.append((name, out.shape[1]))
-                                     if out.shape[2:] == (size, size, size) else None)
-             for name, m in decoder.named_modules() if not list(m.children())]
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, inp, out, name=name: (
+                found.append((name, out.shape[1])) if out.shape[2:] == (size, size, size) else None
+            )
+        )
+        for name, m in decoder.named_modules()
+        if not list(m.children())
+    ]
     try:
         with torch.no_grad():
             decoder(z)
@@ -260,8 +266,9 @@ def test_decoder_channels_for_keeps_the_4cubed_start() -> None:
 def test_conv_layout_matches_checkpoints_of_the_previous_default() -> None:
     """decoder_output_layer="conv" + the old channel list has exactly the previous decoder's parameters."""
     with torch.device("meta"):
-        vae = ResNetVAE(spatial_size=128, z_dim=Z, decoder_output_layer="conv",
-                        decoder_channels=(256, 256, 128, 64, 32, 32))
+        vae = ResNetVAE(
+            spatial_size=128, z_dim=Z, decoder_output_layer="conv", decoder_channels=(256, 256, 128, 64, 32, 32)
+        )
     got = {k: tuple(v.shape) for k, v in vae.decoder.state_dict().items()}
     # the previous layout written out by hand: fc -> 256 x 4^3, 5 x [ConvT(k4, no bias) + GN], Conv3d(32 -> 4, k3)
     expected = {"fc.weight": (256 * 64, Z), "fc.bias": (256 * 64,)}

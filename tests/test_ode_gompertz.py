@@ -8,8 +8,14 @@ import torch
 from torchdiffeq import odeint
 
 from custom.ode.dynamics import LatentDynamics
-from custom.ode.gompertz import (GompertzPrior, fit_gompertz, gompertz_log_volume, gompertz_volume,
-                                 log_volume_to_z, z_to_log_volume)
+from custom.ode.gompertz import (
+    GompertzPrior,
+    fit_gompertz,
+    gompertz_log_volume,
+    gompertz_volume,
+    log_volume_to_z,
+    z_to_log_volume,
+)
 
 
 def _closed_form_volume(t, v0, a, k):
@@ -38,8 +44,9 @@ def test_z_log_volume_maps_roundtrip():
 def test_gompertz_field_integrated_by_dopri5_matches_closed_form(v0, a, k):
     m, s = math.log(10.0), 0.8  # vol_scale: ln V = m + s z
     f = LatentDynamics(z_dim=1, vol_index=0).double()
-    f.set_subject_params(torch.tensor([a], dtype=torch.float64),
-                         torch.tensor([(math.log(k) - m) / s], dtype=torch.float64))
+    f.set_subject_params(
+        torch.tensor([a], dtype=torch.float64), torch.tensor([(math.log(k) - m) / s], dtype=torch.float64)
+    )
     t = torch.linspace(0, 5, 11, dtype=torch.float64)
     z0 = torch.tensor([[(math.log(v0) - m) / s]], dtype=torch.float64)
     rtol, atol = 1e-6, 1e-8

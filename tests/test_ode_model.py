@@ -35,8 +35,11 @@ def test_batched_irregular_solve_equals_one_by_one():
         batched = m(z_obs, t_obs, t_tgt, obs_mask, tgt_mask)
         for b in range(3):
             n = int(tgt_mask[b].sum())
-            alone = m(z_obs[b:b + 1, :int(obs_mask[b].sum())], t_obs[b:b + 1, :int(obs_mask[b].sum())],
-                      t_tgt[b:b + 1, :n])
+            alone = m(
+                z_obs[b : b + 1, : int(obs_mask[b].sum())],
+                t_obs[b : b + 1, : int(obs_mask[b].sum())],
+                t_tgt[b : b + 1, :n],
+            )
             torch.testing.assert_close(batched[b, :n], alone[0], atol=1e-5, rtol=0)
 
 
@@ -80,10 +83,17 @@ def test_adjoint_gradients_match_direct_backprop():
 
 def _batch(z_obs, t_obs, obs_mask, t_tgt):
     b, m = t_tgt.shape
-    return ConditionedBatch(index=torch.arange(b), z_obs=z_obs, t_obs=t_obs, obs_mask=obs_mask,
-                            z_tgt=torch.zeros(b, m, z_obs.shape[-1]), t_tgt=t_tgt,
-                            tgt_mask=torch.ones(b, m, dtype=torch.bool), logv_tgt=torch.zeros(b, m),
-                            logv_obs=torch.zeros(b, z_obs.shape[1]))
+    return ConditionedBatch(
+        index=torch.arange(b),
+        z_obs=z_obs,
+        t_obs=t_obs,
+        obs_mask=obs_mask,
+        z_tgt=torch.zeros(b, m, z_obs.shape[-1]),
+        t_tgt=t_tgt,
+        tgt_mask=torch.ones(b, m, dtype=torch.bool),
+        logv_tgt=torch.zeros(b, m),
+        logv_obs=torch.zeros(b, z_obs.shape[1]),
+    )
 
 
 def test_locf_and_linear_baselines_on_constructed_trajectories():
@@ -103,15 +113,25 @@ def test_locf_and_linear_baselines_on_constructed_trajectories():
 
 def test_condition_on_first_k_splits_and_masks():
     traj = make_toy_trajectories(n_subjects=5, n_times=4, z_dim=3, split_fractions=(1.0, 0.0), seed=1)
-    keep = [i for i, (s, tp) in enumerate(zip(traj["subject_id"], traj["timepoint"].tolist()))
-            if not (s == "BraTS-MEN-00000" and tp >= 2) and not (s == "BraTS-MEN-00001" and tp == 3)]
-    sub = {k: (v[keep] if isinstance(v, torch.Tensor) else [v[i] for i in keep]) if k in
-           ("mu", "logvar", "subject_id", "timepoint", "time_years", "factors", "split") else v
-           for k, v in traj.items()}
+    keep = [
+        i
+        for i, (s, tp) in enumerate(zip(traj["subject_id"], traj["timepoint"].tolist()))
+        if not (s == "BraTS-MEN-00000" and tp >= 2) and not (s == "BraTS-MEN-00001" and tp == 3)
+    ]
+    sub = {
+        k: (
+            (v[keep] if isinstance(v, torch.Tensor) else [v[i] for i in keep])
+            if k in ("mu", "logvar", "subject_id", "timepoint", "time_years", "factors", "split")
+            else v
+        )
+        for k, v in traj.items()
+    }
     order = list(reversed(range(len(keep))))  # scans given out of time order
     per_scan = ("mu", "logvar", "subject_id", "timepoint", "time_years", "factors", "split")
-    sub = {k: ((v[order] if isinstance(v, torch.Tensor) else [v[i] for i in order]) if k in per_scan else v)
-           for k, v in sub.items()}
+    sub = {
+        k: ((v[order] if isinstance(v, torch.Tensor) else [v[i] for i in order]) if k in per_scan else v)
+        for k, v in sub.items()
+    }
     tr = build_trajectories(sub, "train", fit_latent_space(sub))
     assert tr.mask.sum(1).tolist() == [2, 3, 4, 4, 4]
     assert bool((tr.t[:, 1:] >= tr.t[:, :-1])[tr.mask[:, 1:]].all())  # sorted by time
@@ -123,8 +143,9 @@ def test_condition_on_first_k_splits_and_masks():
 
 def test_tiny_latent_ode_trains_fast_beats_locf_and_recovers_rates(tmp_path):
     torch.set_num_threads(1)
-    traj = make_toy_trajectories(n_subjects=60, n_times=4, z_dim=6, split_fractions=(0.5, 0.1),
-                                 class_probs=(0.15, 0.0), seed=1)
+    traj = make_toy_trajectories(
+        n_subjects=60, n_times=4, z_dim=6, split_fractions=(0.5, 0.1), class_probs=(0.15, 0.0), seed=1
+    )
     start = time.perf_counter()
     model, history = fit_latent_ode(traj, k_obs=2, epochs=100, lr=1e-2, weight_decay=1e-2, seed=0)
     assert time.perf_counter() - start < 30.0

@@ -17,7 +17,9 @@ def _encoder_bundle(root: Path, seed: int) -> Path:
     models = root / "models"
     models.mkdir(parents=True, exist_ok=True)
     torch.save(ResNetVAE(spatial_size=32, z_dim=8).state_dict(), models / "model.pt")
-    (models / "model_config.json").write_text(json.dumps({"spatial_size": [32, 32, 32], "spacing": 7.5, "z_dim": 8, "decoder_output_layer": "transposed"}))
+    (models / "model_config.json").write_text(
+        json.dumps({"spatial_size": [32, 32, 32], "spacing": 7.5, "z_dim": 8, "decoder_output_layer": "transposed"})
+    )
     return root
 
 
@@ -27,7 +29,9 @@ def test_cache_reused_then_invalidated(tiny_cohort: Path, tmp_path: Path) -> Non
     datalist = tiny_cohort / "datalist.json"
     encode_trajectories(str(enc), str(datalist), str(out))
     first = torch.load(out, weights_only=False)
-    n_scans = sum(len(v) for k, v in json.loads(datalist.read_text()).items() if k in ("training", "validation", "test"))
+    n_scans = sum(
+        len(v) for k, v in json.loads(datalist.read_text()).items() if k in ("training", "validation", "test")
+    )
     assert first["mu"].shape == (n_scans, 8)
     assert set(first["split"]) <= {"train", "validation", "test"}
     assert first["truth"], "synthetic cohort truth (true a, K) is carried"
@@ -55,5 +59,7 @@ def test_model_config_without_decoder_layer_rebuilds_the_legacy_decoder(tmp_path
     vae, _ = load_encoder(str(tmp_path / "enc"))
     assert isinstance(vae.decoder.out, torch.nn.Conv3d)  # the 3x3x3 output convolution of the old layout
     assert network_kwargs({"z_dim": 8, "decoder_output_layer": "transposed"}) == {
-        "z_dim": 8, "decoder_output_layer": "transposed"}
+        "z_dim": 8,
+        "decoder_output_layer": "transposed",
+    }
     assert network_kwargs({}) == {}

@@ -31,5 +31,9 @@ def test_partition_r2_default_groups_are_size_free_shape_factors():
     f = _factors(50, rng)
     out = _partition_r2(rng.normal(size=(50, 8)), f, {"vol": [0], "loc": [1, 2, 3], "shape": [4, 5, 6, 7]})
     shape_keys = sorted(k for k in out if k.startswith("partition/r2_") and "centroid" not in k and "volume" not in k)
-    assert shape_keys == ["partition/r2_aspect_x", "partition/r2_aspect_y", "partition/r2_aspect_z",
-                          "partition/r2_sphericity"]
+    assert shape_keys == [
+        "partition/r2_aspect_x",
+        "partition/r2_aspect_y",
+        "partition/r2_aspect_z",
+        "partition/r2_sphericity",
+    ]

@@ -150,11 +150,28 @@ def test_plot_reconstruction_batch(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- dashboard
 ALL_COLUMNS = [
-    "epoch", "train_epoch/loss", "train_epoch/recon", "train_epoch/kl_raw", "train_epoch/kl_constrained",
-    "train_epoch/cov_penalty", "train_epoch/sup_loss", "train_epoch/grad_norm", "val_epoch/loss",
-    "val_epoch/mse", "val_epoch/ssim_mean", "val_epoch/psnr_mean", "sched/beta", "sched/expected_kl_floor",
-    "sched/lambda_scale", "sched/lr", "diag/au_frac", "diag/au_count", "diag/recon_z0_mse",
-    "diag/recon_mu_mse", "probe/r2_log_volume", "probe/r2_centroid_x",
+    "epoch",
+    "train_epoch/loss",
+    "train_epoch/recon",
+    "train_epoch/kl_raw",
+    "train_epoch/kl_constrained",
+    "train_epoch/cov_penalty",
+    "train_epoch/sup_loss",
+    "train_epoch/grad_norm",
+    "val_epoch/loss",
+    "val_epoch/mse",
+    "val_epoch/ssim_mean",
+    "val_epoch/psnr_mean",
+    "sched/beta",
+    "sched/expected_kl_floor",
+    "sched/lambda_scale",
+    "sched/lr",
+    "diag/au_frac",
+    "diag/au_count",
+    "diag/recon_z0_mse",
+    "diag/recon_mu_mse",
+    "probe/r2_log_volume",
+    "probe/r2_centroid_x",
 ]
 
 
@@ -210,7 +227,9 @@ def test_dashboard_draws_the_tumour_weight_only_when_it_is_not_one(tmp_path: Pat
     assert len(_panel_specs(table)) == n  # the plain likelihood: no panel
     table["sched/tumour_weight"] = np.where(table["epoch"] > 6, 20.0, 1.0)
     assert len(_panel_specs(table)) == n + 1
-    png = _read_png(plot_dashboard(_write_csv(tmp_path / "b.csv", ALL_COLUMNS + ["sched/tumour_weight"]), tmp_path / "b.png"))
+    png = _read_png(
+        plot_dashboard(_write_csv(tmp_path / "b.csv", ALL_COLUMNS + ["sched/tumour_weight"]), tmp_path / "b.png")
+    )
     _assert_image(png, 500, 1200)
 
 
@@ -275,8 +294,11 @@ def test_active_units_count_axis_is_the_fraction_axis_in_units() -> None:
 
     from custom.plots.dashboard import _panel_active_units
 
-    table = {"epoch": np.array([5.0, 10.0, 15.0]), "diag/au_frac": np.array([np.nan, 0.5, 1.0]),
-             "diag/au_count": np.array([np.nan, 64.0, 128.0])}
+    table = {
+        "epoch": np.array([5.0, 10.0, 15.0]),
+        "diag/au_frac": np.array([np.nan, 0.5, 1.0]),
+        "diag/au_count": np.array([np.nan, 64.0, 128.0]),
+    }
     fig, ax = plt.subplots()
     _panel_active_units(ax, table)
     twin = [a for a in fig.axes if a is not ax][0]
@@ -308,8 +330,13 @@ def test_figure_interval_counts_epochs_not_validation_passes(tmp_path):
 
     handler = ReconstructionFigures(str(tmp_path), every=40, save_nifti=False)
     engine = SimpleNamespace(state=SimpleNamespace(epoch=0, output=None))
-    kept = {"case_id": ["c0"], "x": torch.zeros(1, 4, 8, 8, 8), "x_hat": torch.zeros(1, 4, 8, 8, 8),
-            "seg": None, "affine": [None]}
+    kept = {
+        "case_id": ["c0"],
+        "x": torch.zeros(1, 4, 8, 8, 8),
+        "x_hat": torch.zeros(1, 4, 8, 8, 8),
+        "seg": None,
+        "affine": [None],
+    }
     for epoch in range(10, 81, 10):  # validation every 10 epochs
         engine.state.epoch = epoch
         engine.state.output = {"kept": kept}

@@ -21,8 +21,9 @@ def _latents(path: Path, n_subj: int, seed: int, nan_factors: bool = False) -> P
     subjects = np.repeat([f"S{seed}-{i}" for i in range(n_subj)], 3)
     factors = rng.normal(size=(len(subjects), len(NAMES)))
     # 4 latents carry log volume and the centroid with noise, 10 carry nothing
-    mu = np.concatenate([factors[:, :4] + 0.3 * rng.normal(size=(len(subjects), 4)),
-                         rng.normal(size=(len(subjects), 10))], axis=1)
+    mu = np.concatenate(
+        [factors[:, :4] + 0.3 * rng.normal(size=(len(subjects), 4)), rng.normal(size=(len(subjects), 10))], axis=1
+    )
     if nan_factors:
         factors[:] = np.nan
     np.savez(path, mu=mu, factors=factors, factor_names=NAMES, subject_id=subjects)
@@ -31,8 +32,9 @@ def _latents(path: Path, n_subj: int, seed: int, nan_factors: bool = False) -> P
 
 def test_predictions_are_sklearn_s_ridge_with_the_chosen_penalty(tmp_path: Path) -> None:
     fit, ev = np.load(_latents(tmp_path / "f.npz", 20, 0)), np.load(_latents(tmp_path / "e.npz", 6, 1))
-    res = held_out_probe_r2(fit["mu"], fit["factors"], ev["mu"], ev["factors"], list(NAMES),
-                            groups_fit=fit["subject_id"])
+    res = held_out_probe_r2(
+        fit["mu"], fit["factors"], ev["mu"], ev["factors"], list(NAMES), groups_fit=fit["subject_id"]
+    )
     for k, name in enumerate(NAMES):
         model = make_pipeline(StandardScaler(), Ridge(alpha=res["alpha"][name])).fit(fit["mu"], fit["factors"][:, k])
         assert np.allclose(res["pred"][name], model.predict(ev["mu"]), atol=1e-8)

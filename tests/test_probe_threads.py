@@ -3,8 +3,8 @@
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from custom.metrics.dci import dci
 from custom.metrics import probes
+from custom.metrics.dci import dci
 
 
 def _blas_threads() -> list[int]:

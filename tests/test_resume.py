@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, TINY
 
 CFG = REPO / "bundles" / "vae_baseline" / "configs"
@@ -36,11 +35,36 @@ ITERS_PER_EPOCH = 2  # limit_cases 4, batch 2, drop_last
 
 def _cmd(out: Path, cohort: Path, extra_cfg: Path | None = None, resume: bool = False) -> list[str]:
     cfg = str(CFG / "train.json") if extra_cfg is None else f"['{CFG / 'train.json'}','{extra_cfg}']"
-    return [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", cfg,
-            "--dataset_dir", str(cohort), "--datalist", str(cohort / "datalist.json"),
-            "--output_dir", str(out), "--ckpt_dir", str(out / "models"), "--epochs", str(EPOCHS),
-            "--limit_cases", "4", "--val_interval", "1", "--figure_interval", "100", "--cache", "none",
-            "--resume", "true" if resume else "false", *TINY]
+    return [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        cfg,
+        "--dataset_dir",
+        str(cohort),
+        "--datalist",
+        str(cohort / "datalist.json"),
+        "--output_dir",
+        str(out),
+        "--ckpt_dir",
+        str(out / "models"),
+        "--epochs",
+        str(EPOCHS),
+        "--limit_cases",
+        "4",
+        "--val_interval",
+        "1",
+        "--figure_interval",
+        "100",
+        "--cache",
+        "none",
+        "--resume",
+        "true" if resume else "false",
+        *TINY,
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -68,7 +92,8 @@ def test_train_config_shuffles_as_a_function_of_seed_and_epoch() -> None:
     sampler = json.loads((CFG / "train.json").read_text())["train"]["sampler"]
     assert sampler and sampler["_target_"].endswith("DistributedSampler"), (
         "train.json needs train#sampler = DistributedSampler(num_replicas=1, rank=0, shuffle=True, seed=@seed) "
-        "for bit-identical resume")
+        "for bit-identical resume"
+    )
     assert sampler["seed"] == "@seed" and sampler["shuffle"] is True
 
 
@@ -83,12 +108,19 @@ def runs(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     ref, killed = tmp / "uninterrupted", tmp / "killed"
     env = _env()
     # the uninterrupted reference runs concurrently with the kill/resume sequence (one thread each)
-    ref_proc = subprocess.Popen(_cmd(ref, tiny_cohort), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+    ref_proc = subprocess.Popen(
+        _cmd(ref, tiny_cohort), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     marker = tmp / "parked"
     kill_cfg = _kill_config(tmp / "kill.json", marker, ITERS_PER_EPOCH + 1)
-    victim = subprocess.Popen(_cmd(killed, tiny_cohort, kill_cfg), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    victim = subprocess.Popen(
+        _cmd(killed, tiny_cohort, kill_cfg),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 240
     while not marker.exists():
         if victim.poll() is not None or time.time() > deadline:
@@ -104,8 +136,9 @@ def runs(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         "rows": _rows(killed),
         "tmp_files": sorted(p.name for p in (killed / "checkpoints").iterdir() if p.name != "last.pt"),
     }
-    resumed = subprocess.run(_cmd(killed, tiny_cohort, resume=True), cwd=REPO, env=env, capture_output=True,
-                             text=True, timeout=400)
+    resumed = subprocess.run(
+        _cmd(killed, tiny_cohort, resume=True), cwd=REPO, env=env, capture_output=True, text=True, timeout=400
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-5000:]
     ref_out = ref_proc.communicate(timeout=400)[0]
     assert ref_proc.returncode == 0, ref_out[-5000:]

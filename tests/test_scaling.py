@@ -11,11 +11,10 @@ from types import ModuleType
 
 import pytest
 import torch
+from conftest import REPO
 from ignite.engine import Engine, Events
 
-from conftest import REPO
-from custom.engines.handlers import EpochAverager
-from custom.engines.handlers import epoch_stats
+from custom.engines.handlers import EpochAverager, epoch_stats
 
 STEP_S = 0.02  # each fake step sleeps this long: the epoch cannot be faster than steps x STEP_S
 
@@ -75,9 +74,16 @@ def test_volumes_per_s_counts_every_rank_and_list_batches(monkeypatch: pytest.Mo
 def test_summarise_drops_the_first_epoch_and_takes_medians() -> None:
     scaling = _load_scaling()
     # 3 steps per epoch, batch 2, N = 2 -> 12 volumes per epoch; epoch 1 (warm-up) is an outlier that must not count
-    metrics = [{"epoch": str(e), "iteration": str(3 * e), "train_epoch/seconds": str(s),
-                "train_epoch/volumes_per_s": str(v), "train_epoch/peak_gpu_gib": str(g)}
-               for e, s, v, g in ((1, 60.0, 0.2, 9.0), (2, 1.0, 12.0, 3.0), (3, 2.0, 6.0, 3.5), (4, 1.5, 8.0, 3.2))]
+    metrics = [
+        {
+            "epoch": str(e),
+            "iteration": str(3 * e),
+            "train_epoch/seconds": str(s),
+            "train_epoch/volumes_per_s": str(v),
+            "train_epoch/peak_gpu_gib": str(g),
+        }
+        for e, s, v, g in ((1, 60.0, 0.2, 9.0), (2, 1.0, 12.0, 3.0), (3, 2.0, 6.0, 3.5), (4, 1.5, 8.0, 3.2))
+    ]
     row = scaling.ScalingRow(bundle="b", gpus=2)
     scaling.summarise(row, metrics, batch_size=2)
     assert row.vols_per_s == 8.0 and row.epoch_s == 1.5 and row.peak_gib == 3.5
@@ -92,9 +98,20 @@ def test_summarise_drops_the_first_epoch_and_takes_medians() -> None:
 
 def test_scaling_script_cpu_rows_for_one_and_two_processes(tmp_path: Path) -> None:
     scaling = _load_scaling()
-    payload = scaling.run_scaling(gpus="1,2", bundles="vae_baseline", out=str(tmp_path), epochs=2, subjects=4,
-                                  timepoints=2, spatial_size=32, spacing=7.5, batch_size=2, device="cpu",
-                                  overrides={"z_dim": 16, "num_workers": 1}, timeout_s=240)
+    payload = scaling.run_scaling(
+        gpus="1,2",
+        bundles="vae_baseline",
+        out=str(tmp_path),
+        epochs=2,
+        subjects=4,
+        timepoints=2,
+        spatial_size=32,
+        spacing=7.5,
+        batch_size=2,
+        device="cpu",
+        overrides={"z_dim": 16, "num_workers": 1},
+        timeout_s=240,
+    )
     rows = {r["gpus"]: r for r in payload["rows"]}
     assert sorted(rows) == [1, 2]
     for n, r in rows.items():

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from custom.engines.handlers.schedules import ScheduleHandler
-from custom.schedules import ConstantBeta, CyclicalBeta, DIPLambdaSchedule, LinearBeta, LinearCapacity, TumourWeightSchedule
+from custom.schedules import (
+    ConstantBeta,
+    CyclicalBeta,
+    DIPLambdaSchedule,
+    LinearBeta,
+    LinearCapacity,
+    TumourWeightSchedule,
+)
 
 
 @pytest.mark.parametrize(
@@ -78,7 +85,9 @@ def test_invalid_arguments_raise() -> None:
         DIPLambdaSchedule(start_epoch=-1)
 
 
-@pytest.mark.parametrize("epoch, expected", [(1, 20.0), (10, 20.0), (11, 20.0 - 19.0 / 10), (15, 10.5), (20, 1.0), (40, 1.0)])
+@pytest.mark.parametrize(
+    "epoch, expected", [(1, 20.0), (10, 20.0), (11, 20.0 - 19.0 / 10), (15, 10.5), (20, 1.0), (40, 1.0)]
+)
 def test_tumour_weight_warmup_hand_values(epoch: int, expected: float) -> None:
     # hold 20 for epochs 1-10, then 20 + (1 - 20) * (t - 10) / 10: 18.1 at 11, 10.5 at 15, 1 from 20 on
     assert TumourWeightSchedule(peak=20.0, hold_epochs=10, decay_epochs=10)(epoch) == pytest.approx(expected)
@@ -95,12 +104,16 @@ def test_tumour_weight_constant_and_step() -> None:
 
 
 def test_schedule_handler_hands_the_tumour_weight_to_the_step() -> None:
-    handler = ScheduleHandler(beta=ConstantBeta(1.0), tumour_weight=TumourWeightSchedule(peak=8.0, hold_epochs=2, decay_epochs=2))
+    handler = ScheduleHandler(
+        beta=ConstantBeta(1.0), tumour_weight=TumourWeightSchedule(peak=8.0, hold_epochs=2, decay_epochs=2)
+    )
     assert [handler.values(t)["tumour_weight"] for t in (2, 3, 4)] == [8.0, 4.5, 1.0]
     assert "tumour_weight" not in ScheduleHandler(beta=ConstantBeta(1.0)).values(1)
 
 
-@pytest.mark.parametrize("epoch, expected", [(1, 1.0), (20, 1.0), (21, 1.0 + 19.0 / 5), (23, 1.0 + 19.0 * 3 / 5), (25, 20.0), (60, 20.0)])
+@pytest.mark.parametrize(
+    "epoch, expected", [(1, 1.0), (20, 1.0), (21, 1.0 + 19.0 / 5), (23, 1.0 + 19.0 * 3 / 5), (25, 20.0), (60, 20.0)]
+)
 def test_tumour_weight_late_ramp_hand_values(epoch: int, expected: float) -> None:
     # plain likelihood to epoch 20, then 1 + 19 (t - 20) / 5 up to 20 at epoch 25, held to the end
     assert TumourWeightSchedule(peak=20.0, start_epoch=20, ramp_epochs=5)(epoch) == pytest.approx(expected)

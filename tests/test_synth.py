@@ -18,7 +18,7 @@ from custom.synth.cohort import generate_cohort
 from custom.synth.growth import VOLUME_NOISE_SD, gompertz_volume
 
 SPACING = 7.5
-VOX_ML = SPACING ** 3 / 1000.0
+VOX_ML = SPACING**3 / 1000.0
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +110,7 @@ def test_tissue_contrasts_from_template_tissues():
     seg = np.zeros(shape, dtype=np.uint8)
     imgs = synthesize(np.random.default_rng(0), tissues, seg, tissues["brain"] > 0.5, axes, maps.centre)
     wm, gm, csf = (tissues[t] > 0.9 for t in ("wm", "gm", "csf"))
-    mean = {m: {t: float(imgs[m][sel].mean()) for t, sel in (("wm", wm), ("gm", gm), ("csf", csf))}
-            for m in MODALITIES}
+    mean = {m: {t: float(imgs[m][sel].mean()) for t, sel in (("wm", wm), ("gm", gm), ("csf", csf))} for m in MODALITIES}
     assert mean["t1n"]["wm"] > mean["t1n"]["gm"] > mean["t1n"]["csf"]
     assert mean["t2f"]["csf"] < mean["t2f"]["gm"]
     assert mean["t2w"]["csf"] > mean["t2w"]["gm"] > mean["t2w"]["wm"]

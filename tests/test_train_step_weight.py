@@ -24,10 +24,12 @@ class _ZeroVAE(nn.Module):
 
 def _engine() -> SimpleNamespace:
     net = _ZeroVAE()
-    return SimpleNamespace(network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
-                           loss_function=VAELoss(recon_reduction="sum"),
-                           state=SimpleNamespace(device=torch.device("cpu"), loss_kwargs={"beta": 1.0},
-                                                 epoch=1, iteration=1))
+    return SimpleNamespace(
+        network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+        loss_function=VAELoss(recon_reduction="sum"),
+        state=SimpleNamespace(device=torch.device("cpu"), loss_kwargs={"beta": 1.0}, epoch=1, iteration=1),
+    )
 
 
 @pytest.mark.parametrize("weight", [1.0, 5.0])

@@ -186,16 +186,16 @@ def test_gpu_cache_moves_to_the_device_before_the_first_random_transform() -> No
 @pytest.mark.parametrize("bundle", ["vae_baseline", "dipvae"])
 def test_augment_id_reaches_training_only(bundle: str) -> None:
     """``--augment True`` augments the training chain; validation and evaluation (which reuse ``validate``) never do."""
+    from conftest import REPO
     from monai.bundle import ConfigParser
     from monai.transforms import Randomizable
-
-    from conftest import REPO
 
     parser = ConfigParser()
     parser.read_config([str(REPO / "bundles" / bundle / "configs" / f) for f in ("train.json", "evaluate.json")])
     parser.update({"augment": True})
-    random_steps = lambda key: [t for t in parser.get_parsed_content(key).transforms  # noqa: E731
-                                if isinstance(t, Randomizable)]
+    random_steps = lambda key: [  # noqa: E731
+        t for t in parser.get_parsed_content(key).transforms if isinstance(t, Randomizable)  # noqa: E731
+    ]
     assert random_steps("train#preprocessing")
     assert not random_steps("validate#preprocessing")
 

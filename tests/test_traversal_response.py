@@ -8,7 +8,7 @@ from custom.metrics.traversal_response import traversal_response, tumour_thresho
 
 def _ball(shape, centre, radius):
     idx = np.indices(shape).transpose(1, 2, 3, 0)
-    return ((idx - np.asarray(centre)) ** 2).sum(-1) <= radius ** 2
+    return ((idx - np.asarray(centre)) ** 2).sum(-1) <= radius**2
 
 
 def test_threshold_is_the_midpoint_of_tumour_median_and_brain_p99():

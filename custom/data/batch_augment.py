@@ -90,8 +90,9 @@ class BatchRandAffine(Randomizable):
         """The last drawn ``[B, 4, 4]`` matrices (output -> input, centred voxel coordinates)."""
         return torch.as_tensor(np.stack(self._affines), dtype=torch.float32, device=device)
 
-    def __call__(self, image: torch.Tensor,
-                 label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def __call__(
+        self, image: torch.Tensor, label: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Warp ``image [B, C, D, H, W]`` (and ``label [B, 1, D, H, W]``, any dtype) with fresh per-sample affines."""
         if image.ndim != 5:
             raise ValueError(f"BatchRandAffine expects [B, C, D, H, W], got shape {tuple(image.shape)}")

@@ -236,9 +236,11 @@ def write_datalist(datalist: dict[str, Any], path: str | Path) -> Path:
     for key, value in datalist.items():
         if key in SPLIT_KEYS and isinstance(value, list):
             value = [
-                {k: (_relativise(v, folder) if k in _PATH_KEYS else v) for k, v in item.items()}
-                if isinstance(item, dict)
-                else item
+                (
+                    {k: (_relativise(v, folder) if k in _PATH_KEYS else v) for k, v in item.items()}
+                    if isinstance(item, dict)
+                    else item
+                )
                 for item in value
             ]
         out[key] = value

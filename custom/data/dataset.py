@@ -12,15 +12,20 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-
 from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.transforms import Compose
 
 logger = logging.getLogger(__name__)
 
 
-def prepare_datalist(dataset_dir: str, datalist: str, synthetic: dict[str, Any] | None = None,
-                     spacing: float | Sequence[float] = 1.875, workers: int = 2, skip_invalid: bool = False) -> str:
+def prepare_datalist(
+    dataset_dir: str,
+    datalist: str,
+    synthetic: dict[str, Any] | None = None,
+    spacing: float | Sequence[float] = 1.875,
+    workers: int = 2,
+    skip_invalid: bool = False,
+) -> str:
     """Return the path of a datalist, generating the embedded synthetic cohort first when needed.
 
     When ``datalist`` does not exist and ``dataset_dir`` is missing or empty, the synthetic cohort is
@@ -39,9 +44,15 @@ def prepare_datalist(dataset_dir: str, datalist: str, synthetic: dict[str, Any] 
         syn = dict(synthetic or {})
         sp = float(spacing if isinstance(spacing, (int, float)) else spacing[0])
         logger.info("dataset_dir %s is empty: generating the synthetic cohort there (%s)", root, syn)
-        generate_cohort(str(root), subjects=int(syn.get("subjects", 40)), timepoints=int(syn.get("timepoints", 4)),
-                        seed=int(syn.get("seed", 0)), spacing=float(syn.get("spacing", sp)), workers=workers,
-                        growth=str(syn.get("growth", "realistic")))
+        generate_cohort(
+            str(root),
+            subjects=int(syn.get("subjects", 40)),
+            timepoints=int(syn.get("timepoints", 4)),
+            seed=int(syn.get("seed", 0)),
+            spacing=float(syn.get("spacing", sp)),
+            workers=workers,
+            growth=str(syn.get("growth", "realistic")),
+        )
         generated = root / "datalist.json"
         if dl.resolve() != generated.resolve():
             dl.parent.mkdir(parents=True, exist_ok=True)
@@ -50,14 +61,19 @@ def prepare_datalist(dataset_dir: str, datalist: str, synthetic: dict[str, Any] 
     from custom.data.datalist import build_datalist, write_datalist
 
     times = root / "times.csv"
-    built = build_datalist(str(root), times_csv=str(times) if times.exists() else None, skip_invalid=skip_invalid,
-                           skipped_out=str(dl.with_name("skipped_datalist.csv")) if skip_invalid else None)
+    built = build_datalist(
+        str(root),
+        times_csv=str(times) if times.exists() else None,
+        skip_invalid=skip_invalid,
+        skipped_out=str(dl.with_name("skipped_datalist.csv")) if skip_invalid else None,
+    )
     write_datalist(built, str(dl))
     return str(dl)
 
 
-def load_split(datalist: str, split: str, limit: int | None = None, validate: bool = True,
-               skip_invalid: bool = False) -> list[dict[str, Any]]:
+def load_split(
+    datalist: str, split: str, limit: int | None = None, validate: bool = True, skip_invalid: bool = False
+) -> list[dict[str, Any]]:
     """Items of one split with absolute paths, validated up front (every problem listed at once).
 
     With ``skip_invalid`` the invalid cases are dropped and listed in ``skipped_<split>.csv`` beside the
@@ -94,17 +110,31 @@ def items_to_cases(items: list[dict[str, Any]]) -> list[Any]:
         images = item.get("image", [])
         images = [images] if isinstance(images, str) else list(images)
         case_id = str(item.get("case_id", f"item{i}"))
-        cases.append(CaseRecord(case_id=case_id, subject_id=str(item.get("subject_id", case_id)),
-                                timepoint=int(item.get("timepoint", 0)),
-                                images={m: Path(p) for m, p in zip(MODALITIES, images)},
-                                seg=Path(item["label"]) if item.get("label") else None,
-                                folder=Path(images[0]).parent if images else Path(".")))
+        cases.append(
+            CaseRecord(
+                case_id=case_id,
+                subject_id=str(item.get("subject_id", case_id)),
+                timepoint=int(item.get("timepoint", 0)),
+                images={m: Path(p) for m, p in zip(MODALITIES, images)},
+                seg=Path(item["label"]) if item.get("label") else None,
+                folder=Path(images[0]).parent if images else Path("."),
+            )
+        )
     return cases
 
 
-def make_dataset(datalist: str, split: str, transform: Compose, cache: str = "memory",
-                 cache_dir: str | None = None, num_workers: int = 0, limit: int | None = None,
-                 validate: bool = True, skip_invalid: bool = False, device: Any = None) -> Dataset:
+def make_dataset(
+    datalist: str,
+    split: str,
+    transform: Compose,
+    cache: str = "memory",
+    cache_dir: str | None = None,
+    num_workers: int = 0,
+    limit: int | None = None,
+    validate: bool = True,
+    skip_invalid: bool = False,
+    device: Any = None,
+) -> Dataset:
     """A MONAI dataset of one split with the requested caching.
 
     ``cache``: ``"gpu"`` keeps the preprocessed image and factors tensors on ``device`` (MONAI's fast-training
@@ -129,8 +159,9 @@ def make_dataset(datalist: str, split: str, transform: Compose, cache: str = "me
         else:
             transform = _to_device_before_random(transform, ToDeviced, device)
     if cache in ("memory", "gpu"):
-        return CacheDataset(items, transform=transform, cache_rate=1.0, num_workers=max(1, int(num_workers)),
-                            progress=False)
+        return CacheDataset(
+            items, transform=transform, cache_rate=1.0, num_workers=max(1, int(num_workers)), progress=False
+        )
     if cache == "disk":
         cdir = Path(cache_dir or Path(datalist).parent / ".cache")
         cdir.mkdir(parents=True, exist_ok=True)

@@ -146,9 +146,7 @@ def normalise_subject_id(raw: str) -> str:
     raise ValueError(f"subject id {raw!r} is neither 'BraTS-MEN-SSSSS' nor a subject number")
 
 
-def read_times_csv(
-    path: str | Path, cases: Iterable[CaseRecord] | None = None
-) -> dict[tuple[str, int], float]:
+def read_times_csv(path: str | Path, cases: Iterable[CaseRecord] | None = None) -> dict[tuple[str, int], float]:
     """Read acquisition times (years since a subject-specific origin) from a CSV file.
 
     Columns ``subject_id,timepoint,time_years`` (extra columns are ignored); ``subject_id`` may be

@@ -17,9 +17,13 @@ import numpy as np
 from custom.data.factors import FACTOR_NAMES
 
 
-def factor_statistics(dataset: Any, partition: Mapping[str, Sequence[int]] | None = None,
-                      factor_index: Mapping[str, Sequence[int]] | None = None, out: str | None = None,
-                      key: str = "factors") -> dict[str, Any]:
+def factor_statistics(
+    dataset: Any,
+    partition: Mapping[str, Sequence[int]] | None = None,
+    factor_index: Mapping[str, Sequence[int]] | None = None,
+    out: str | None = None,
+    key: str = "factors",
+) -> dict[str, Any]:
     """Per-factor mean and std over the labelled items of ``dataset`` (a MONAI dataset of dicts).
 
     Returns ``{"mean": [...], "std": [...], "factor_names": [...], "n_labelled": int}`` (std floored at 1e-6)
@@ -50,9 +54,13 @@ def factor_statistics(dataset: Any, partition: Mapping[str, Sequence[int]] | Non
         payload["factor_index"] = {k: list(map(int, v)) for k, v in (factor_index or {}).items()}
         if partition and "vol" in partition and factor_index and "vol" in factor_index:
             j = int(factor_index["vol"][0])
-            payload["volume"] = {"latent_index": int(partition["vol"][0]), "factor": FACTOR_NAMES[j],
-                                 "mean": stats["mean"][j], "std": stats["std"][j],
-                                 "meaning": "ln(tumour volume mL) = mean + std * z[latent_index]"}
+            payload["volume"] = {
+                "latent_index": int(partition["vol"][0]),
+                "factor": FACTOR_NAMES[j],
+                "mean": stats["mean"][j],
+                "std": stats["std"][j],
+                "meaning": "ln(tumour volume mL) = mean + std * z[latent_index]",
+            }
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=1))

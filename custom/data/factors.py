@@ -47,7 +47,10 @@ FACTOR_NAMES: tuple[str, ...] = (
 SHAPE_FACTORS: tuple[str, ...] = ("sphericity", "aspect_x", "aspect_y", "aspect_z")
 #: The Exp3 partition's groups and the factors their coordinates are supervised on (bundles/dipvae exp3.json).
 DEFAULT_FACTOR_GROUPS: dict[str, tuple[str, ...]] = {
-    "vol": ("log_volume",), "loc": ("centroid_x", "centroid_y", "centroid_z"), "shape": SHAPE_FACTORS}
+    "vol": ("log_volume",),
+    "loc": ("centroid_x", "centroid_y", "centroid_z"),
+    "shape": SHAPE_FACTORS,
+}
 
 #: Expected ratio (true area / voxel-face area) for isotropically oriented surface normals.
 FACE_AREA_CORRECTION: float = 2.0 / 3.0

@@ -32,8 +32,15 @@ from custom.data.errors import UserFacingError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InputGeometryError", "InputSpec", "read_input_spec", "check_files", "check_items",
-           "CheckInputFilesd", "CheckNetworkInputd"]
+__all__ = [
+    "InputGeometryError",
+    "InputSpec",
+    "read_input_spec",
+    "check_files",
+    "check_items",
+    "CheckInputFilesd",
+    "CheckNetworkInputd",
+]
 
 #: Largest absolute affine difference (mm) between channel files still considered the same grid.
 AFFINE_TOLERANCE_MM = 1e-3
@@ -62,8 +69,10 @@ def read_input_spec(metadata: str | Path | Mapping[str, Any], key: str = "image"
     try:
         spec = meta["network_data_format"]["inputs"][key]
     except KeyError as err:
-        raise InputGeometryError(f"metadata {metadata if isinstance(metadata, (str, Path)) else ''} has no "
-                                 f"network_data_format.inputs.{key} ({err} missing)") from None
+        raise InputGeometryError(
+            f"metadata {metadata if isinstance(metadata, (str, Path)) else ''} has no "
+            f"network_data_format.inputs.{key} ({err} missing)"
+        ) from None
     channel_def = spec.get("channel_def", {}) or {}
     names = tuple(str(channel_def[k]) for k in sorted(channel_def, key=lambda s: int(s)))
     return InputSpec(int(spec["num_channels"]), tuple(int(s) for s in spec.get("spatial_shape", [])), names)
@@ -83,8 +92,9 @@ def _read(path: str, want_volumes: int | None = None) -> tuple[tuple[int, ...], 
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as err:  # nibabel/gzip/zlib/EOF errors: one line, naming the file
         text = " ".join(str(err).split())
-        raise InputGeometryError(f"{path}: cannot read NIfTI (truncated or corrupt file?): "
-                                 f"{type(err).__name__}: {text}") from None
+        raise InputGeometryError(
+            f"{path}: cannot read NIfTI (truncated or corrupt file?): " f"{type(err).__name__}: {text}"
+        ) from None
     shape = tuple(int(s) for s in img.shape)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
@@ -110,8 +120,10 @@ def check_files(files: str | Sequence[str], spec: InputSpec, case: str = "input"
             raise InputGeometryError(f"{prefix}{paths[0]}: {shape[3]} volume(s), expected {spec.describe()}")
         return
     if len(paths) != spec.num_channels:
-        raise InputGeometryError(f"{prefix}{len(paths)} channel file(s) {paths}, expected {spec.describe()} "
-                                 "as one file per channel in that order (see configs/metadata.json)")
+        raise InputGeometryError(
+            f"{prefix}{len(paths)} channel file(s) {paths}, expected {spec.describe()} "
+            "as one file per channel in that order (see configs/metadata.json)"
+        )
     ref_shape, ref_affine = None, None
     for path in paths:
         try:
@@ -121,16 +133,25 @@ def check_files(files: str | Sequence[str], spec: InputSpec, case: str = "input"
         if ref_shape is None:
             ref_shape, ref_affine = shape, affine
         elif shape != ref_shape:
-            raise InputGeometryError(f"{prefix}{path}: shape {shape} differs from {paths[0]} shape {ref_shape}; "
-                                     "expected all channels on one grid")
+            raise InputGeometryError(
+                f"{prefix}{path}: shape {shape} differs from {paths[0]} shape {ref_shape}; "
+                "expected all channels on one grid"
+            )
         elif not np.allclose(affine, ref_affine, rtol=0.0, atol=AFFINE_TOLERANCE_MM):
             diff = float(np.max(np.abs(affine - ref_affine)))
-            raise InputGeometryError(f"{prefix}{path}: affine differs from {paths[0]} by up to {diff:.4g} mm; "
-                                     f"expected all channels on one grid (tolerance {AFFINE_TOLERANCE_MM} mm)")
+            raise InputGeometryError(
+                f"{prefix}{path}: affine differs from {paths[0]} by up to {diff:.4g} mm; "
+                f"expected all channels on one grid (tolerance {AFFINE_TOLERANCE_MM} mm)"
+            )
 
 
-def check_items(items: Sequence[Mapping[str, Any]], metadata_file: str, key: str = "image",
-                skip_invalid: bool = False, skipped_out: str | None = None) -> list[dict[str, Any]]:
+def check_items(
+    items: Sequence[Mapping[str, Any]],
+    metadata_file: str,
+    key: str = "image",
+    skip_invalid: bool = False,
+    skipped_out: str | None = None,
+) -> list[dict[str, Any]]:
     """Check every datalist item's ``key`` files; raise listing all bad cases, or drop and report them.
 
     Returns the items that passed (all of them unless ``skip_invalid``). Skipped cases are logged and, when
@@ -146,11 +167,12 @@ def check_items(items: Sequence[Mapping[str, Any]], metadata_file: str, key: str
         except InputGeometryError as err:
             problems.append((case, str(err)))
     if problems and not skip_invalid:
-        raise InputGeometryError(f"{len(problems)} of {len(items)} inference input(s) refused:\n"
-                                 + "\n".join(f"  {msg}" for _, msg in problems))
+        raise InputGeometryError(
+            f"{len(problems)} of {len(items)} inference input(s) refused:\n"
+            + "\n".join(f"  {msg}" for _, msg in problems)
+        )
     if problems:
-        logger.warning("skipping %d invalid inference input(s):\n%s", len(problems),
-                       "\n".join(m for _, m in problems))
+        logger.warning("skipping %d invalid inference input(s):\n%s", len(problems), "\n".join(m for _, m in problems))
         if skipped_out:
             Path(skipped_out).parent.mkdir(parents=True, exist_ok=True)
             with open(skipped_out, "w", newline="") as fh:
@@ -188,8 +210,9 @@ class CheckNetworkInputd(MapTransform):
     between the two is logged once, since then the network was configured for another grid than documented.
     """
 
-    def __init__(self, keys: str | Sequence[str], metadata_file: str,
-                 spatial_shape: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, keys: str | Sequence[str], metadata_file: str, spatial_shape: Sequence[int] | None = None
+    ) -> None:
         super().__init__(keys)
         self.metadata_file = str(metadata_file)
         self.expected: dict[Hashable, tuple[int, ...]] = {}
@@ -197,8 +220,12 @@ class CheckNetworkInputd(MapTransform):
             spec = read_input_spec(metadata_file, str(k))
             spatial = tuple(int(s) for s in spatial_shape) if spatial_shape is not None else spec.spatial_shape
             if spatial_shape is not None and spec.spatial_shape and spatial != spec.spatial_shape:
-                logger.warning("spatial_size %s differs from %s spatial_shape %s (config override)",
-                               list(spatial), metadata_file, list(spec.spatial_shape))
+                logger.warning(
+                    "spatial_size %s differs from %s spatial_shape %s (config override)",
+                    list(spatial),
+                    metadata_file,
+                    list(spec.spatial_shape),
+                )
             self.expected[k] = (spec.num_channels, *spatial)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -207,6 +234,8 @@ class CheckNetworkInputd(MapTransform):
             shape = tuple(int(s) for s in d[key].shape)
             if shape != self.expected[key]:
                 source = d.get("case_id") or getattr(d[key], "meta", {}).get("filename_or_obj", "input")
-                raise InputGeometryError(f"{source}: preprocessed {key} has shape {list(shape)}, expected "
-                                         f"{list(self.expected[key])} (channels, spatial) per {self.metadata_file}")
+                raise InputGeometryError(
+                    f"{source}: preprocessed {key} has shape {list(shape)}, expected "
+                    f"{list(self.expected[key])} (channels, spatial) per {self.metadata_file}"
+                )
         return d

@@ -111,9 +111,7 @@ def get_preprocessing(
         *[LoadImaged(keys=k, image_only=True, allow_missing_keys=True) for k in keys],
         *[EnsureChannelFirstd(keys=k, allow_missing_keys=True) for k in keys],
         Orientationd(keys=keys, axcodes="RAS", labels=None, allow_missing_keys=True),
-        Spacingd(
-            keys=keys, pixdim=pixdim, mode=modes, padding_mode="zeros", dtype=np.float32, allow_missing_keys=True
-        ),
+        Spacingd(keys=keys, pixdim=pixdim, mode=modes, padding_mode="zeros", dtype=np.float32, allow_missing_keys=True),
         NormalizeIntensityd(keys=image_key, nonzero=True, channel_wise=True),
     ]
     if with_factors:

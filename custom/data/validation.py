@@ -87,10 +87,7 @@ class ValidationReport:
         """Human-readable listing: a count line, then one problem per line."""
         if self.ok:
             return f"{len(self.case_ids)} case(s) checked, no problems"
-        head = (
-            f"{len(self.problems)} problem(s) in {len(self.invalid_case_ids)} of "
-            f"{len(self.case_ids)} case(s):"
-        )
+        head = f"{len(self.problems)} problem(s) in {len(self.invalid_case_ids)} of " f"{len(self.case_ids)} case(s):"
         return "\n".join([head, *(f"  {p}" for p in self.problems)])
 
     def raise_if_any(self) -> None:
@@ -215,7 +212,10 @@ def _check_case(case: CaseRecord, require_seg: bool, check_content: bool) -> lis
             add(path, f"shape {info.shape} differs from {reference} shape {ref.shape}")
         elif not np.allclose(info.affine, ref.affine, rtol=0.0, atol=AFFINE_TOLERANCE_MM):
             diff = float(np.max(np.abs(info.affine - ref.affine)))
-            add(path, f"affine differs from {reference} affine by up to {diff:.4g} mm (tolerance {AFFINE_TOLERANCE_MM} mm)")
+            add(
+                path,
+                f"affine differs from {reference} affine by up to {diff:.4g} mm (tolerance {AFFINE_TOLERANCE_MM} mm)",
+            )
 
     for modality in MODALITIES:
         if modality in infos:

@@ -7,8 +7,13 @@ from typing import Any
 import torch
 
 
-def batch_to_device(batch: dict[str, Any], device: torch.device, keys: tuple[str, ...] = ("image", "factors"),
-                    non_blocking: bool = True, channels_last: bool = False) -> dict[str, Any]:
+def batch_to_device(
+    batch: dict[str, Any],
+    device: torch.device,
+    keys: tuple[str, ...] = ("image", "factors"),
+    non_blocking: bool = True,
+    channels_last: bool = False,
+) -> dict[str, Any]:
     """Return a shallow copy of ``batch`` with the tensors under ``keys`` on ``device``.
 
     MetaTensors are turned into plain tensors (``as_tensor``) so that compiled networks and

@@ -39,14 +39,27 @@ from ignite.engine import Engine, Events
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DistInfo", "EpochMetricsAllReduce", "NullSummaryWriter", "RANK_ZERO_ONLY_HANDLERS", "cleanup_distributed",
-    "init_distributed", "local_loss", "prepare_datalist_rank_zero_first", "rank_path", "rank_zero_first",
-    "rank_zero_summary_writer", "select_handlers",
+    "DistInfo",
+    "EpochMetricsAllReduce",
+    "NullSummaryWriter",
+    "RANK_ZERO_ONLY_HANDLERS",
+    "cleanup_distributed",
+    "init_distributed",
+    "local_loss",
+    "prepare_datalist_rank_zero_first",
+    "rank_path",
+    "rank_zero_first",
+    "rank_zero_summary_writer",
+    "select_handlers",
 ]
 
 #: class names of trainer handlers that write artefacts or validate: attached on rank 0 only
 RANK_ZERO_ONLY_HANDLERS: tuple[str, ...] = (
-    "ValidationHandler", "TidyCSVWriter", "TrainingCheckpoints", "DashboardWriter", "StatsHandler",
+    "ValidationHandler",
+    "TidyCSVWriter",
+    "TrainingCheckpoints",
+    "DashboardWriter",
+    "StatsHandler",
     "TensorBoardStatsHandler",
 )
 
@@ -96,8 +109,14 @@ def init_distributed(backend: str | None = None, timeout_minutes: float = 60.0) 
 
     idist.sync()
     info = DistInfo(dist.get_rank(), local_rank, dist.get_world_size(), str(dist.get_backend()), device)
-    logger.info("distributed: rank %d/%d (local %d), backend %s, device %s", info.rank, info.world_size,
-                info.local_rank, info.backend, info.device)
+    logger.info(
+        "distributed: rank %d/%d (local %d), backend %s, device %s",
+        info.rank,
+        info.world_size,
+        info.local_rank,
+        info.backend,
+        info.device,
+    )
     return info
 
 
@@ -186,8 +205,13 @@ class EpochMetricsAllReduce:
             engine.state.metrics[key] = value
 
 
-def select_handlers(handlers: Sequence[Any], rank: int, rank_zero_only: Sequence[str] = RANK_ZERO_ONLY_HANDLERS,
-                    reduce_after: str | None = "EpochAverager", reduce_prefix: str = "train_epoch/") -> list[Any]:
+def select_handlers(
+    handlers: Sequence[Any],
+    rank: int,
+    rank_zero_only: Sequence[str] = RANK_ZERO_ONLY_HANDLERS,
+    reduce_after: str | None = "EpochAverager",
+    reduce_prefix: str = "train_epoch/",
+) -> list[Any]:
     """The trainer handlers rank ``rank`` attaches, in the order of ``handlers``.
 
     - ``None`` entries (components disabled in the config) are dropped.

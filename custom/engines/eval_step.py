@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from custom.utils import as_bool
 from custom.engines.batch import autocast_context, batch_case_ids, batch_to_device
 from custom.metrics.masked_image import masked_psnr_ssim
+from custom.utils import as_bool
 
 
 def brain_mask(x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +59,8 @@ class VAEEvalStep:
             x_s = vae.decode(z).float()
         mask = brain_mask(x)
         out: dict[str, Any] = {
-            "mu": mu.cpu(), "logvar": logvar.cpu(),
+            "mu": mu.cpu(),
+            "logvar": logvar.cpu(),
             "mse_mu": masked_mse_per_sample(x, x_mu, mask).cpu(),
             "mse_z0": masked_mse_per_sample(x, x_z0, mask).cpu(),
             "mse_sampled": masked_mse_per_sample(x, x_s, mask).cpu(),
@@ -86,8 +87,13 @@ class VAEEvalStep:
             seg = None
             if isinstance(label, torch.Tensor) and label.ndim == 5:
                 seg = [v[0] for v in label[:k].detach().cpu().numpy()]  # [X, Y, Z] each: the figures' slice centre
-            out["kept"] = {"x": x[:k].cpu(), "x_hat": x_mu[:k].cpu(), "case_id": out["case_id"][:k],
-                           "affine": meta_affine, "seg": seg}
+            out["kept"] = {
+                "x": x[:k].cpu(),
+                "x_hat": x_mu[:k].cpu(),
+                "case_id": out["case_id"][:k],
+                "affine": meta_affine,
+                "seg": seg,
+            }
             engine.state._kept_images = int(getattr(engine.state, "_kept_images", 0)) + k
         return out
 

@@ -10,8 +10,13 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 
-def prepare_network(network: nn.Module, device: torch.device | str, compile: bool = False,
-                    channels_last: bool = False, ddp: bool = False) -> nn.Module:
+def prepare_network(
+    network: nn.Module,
+    device: torch.device | str,
+    compile: bool = False,
+    channels_last: bool = False,
+    ddp: bool = False,
+) -> nn.Module:
     """Move ``network`` to ``device`` and optionally convert to channels-last, compile, and DDP-wrap it.
 
     ``cudnn.benchmark`` is switched on for CUDA (3D convolutions and transposed convolutions pick much

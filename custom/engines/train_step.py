@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from custom.constants import TUMOUR_LABELS
+from custom.engines.batch import autocast_context, batch_case_ids, batch_to_device
 from custom.losses.elbo import TUMOUR_WEIGHT_MODES, tumour_voxel_weight
 from custom.utils import as_bool
-from custom.engines.batch import autocast_context, batch_case_ids, batch_to_device
 
 
 class VAETrainStep:
@@ -45,9 +45,17 @@ class VAETrainStep:
             the data chain augments (or nothing does). The label it warps is the one the tumour weight uses.
     """
 
-    def __init__(self, amp: bool = False, grad_clip: float = 5.0, supervision: nn.Module | None = None,
-                 channels_last: bool = False, tumour_weight: float = 1.0, latents: Any = None,
-                 tumour_weight_mode: str = "voxel", augment: Any = None) -> None:
+    def __init__(
+        self,
+        amp: bool = False,
+        grad_clip: float = 5.0,
+        supervision: nn.Module | None = None,
+        channels_last: bool = False,
+        tumour_weight: float = 1.0,
+        latents: Any = None,
+        tumour_weight_mode: str = "voxel",
+        augment: Any = None,
+    ) -> None:
         if float(tumour_weight) < 1.0:
             raise ValueError(f"tumour_weight must be >= 1, got {tumour_weight}")
         if tumour_weight_mode not in TUMOUR_WEIGHT_MODES:
@@ -80,8 +88,9 @@ class VAETrainStep:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last_3d)
         if label is not None:
-            loss_kwargs["voxel_weight"] = tumour_voxel_weight(label, tumour_weight, TUMOUR_LABELS,
-                                                               self.tumour_weight_mode)
+            loss_kwargs["voxel_weight"] = tumour_voxel_weight(
+                label, tumour_weight, TUMOUR_LABELS, self.tumour_weight_mode
+            )
 
         with autocast_context(device, self.amp):
             x_hat, mu, logvar, _ = network(x)
@@ -129,7 +138,12 @@ def _record_nonfinite(engine: Any, case_ids: list[str], loss: torch.Tensor, grad
     state = _nonfinite_state(engine)
     state["count"] += 1
     state["consecutive"] += 1
-    state["events"].append({
-        "epoch": int(engine.state.epoch), "iteration": int(engine.state.iteration),
-        "case_ids": case_ids, "loss": float(loss), "grad_norm": float(grad_norm),
-    })
+    state["events"].append(
+        {
+            "epoch": int(engine.state.epoch),
+            "iteration": int(engine.state.iteration),
+            "case_ids": case_ids,
+            "loss": float(loss),
+            "grad_norm": float(grad_norm),
+        }
+    )

@@ -29,7 +29,10 @@ def dip_covariance(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 def dip_penalty(
-    mu: torch.Tensor, logvar: torch.Tensor, lambda_od: float, lambda_d: float,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    lambda_od: float,
+    lambda_d: float,
     exempt_dims: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """DIP-VAE-II penalty ``lambda_od * sum_{i!=j} Cov_ij^2 + lambda_d * sum_i (Cov_ii - 1)^2`` (Kumar et al. 2018).
@@ -87,8 +90,14 @@ class DIPVAELoss(VAELoss):
         **kwargs: :class:`VAELoss` arguments.
     """
 
-    def __init__(self, lambda_od: float = 10.0, lambda_d: float = 5.0, gather: bool = True,
-                 exempt_dims: Sequence[int] | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        lambda_od: float = 10.0,
+        lambda_d: float = 5.0,
+        gather: bool = True,
+        exempt_dims: Sequence[int] | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.lambda_od = float(lambda_od)
         self.lambda_d = float(lambda_d)

@@ -90,8 +90,9 @@ class VAELoss(nn.Module):
         ``voxel_weight`` (broadcastable to ``x``) weights each voxel's squared error: a Gaussian likelihood whose
         variance is ``sigma^2 / w`` there (see :func:`tumour_voxel_weight`); ``None`` = 1 everywhere.
         """
-        recon, per_modality = gaussian_reconstruction(x, x_hat, self.recon_reduction, self.recon_sigma,
-                                                      mask=voxel_weight)
+        recon, per_modality = gaussian_reconstruction(
+            x, x_hat, self.recon_reduction, self.recon_sigma, mask=voxel_weight
+        )
         kl_bz = kl_per_dim(mu, logvar)
         kl_raw = kl_bz.sum(1).mean()
         fb_mode = self.free_bits_mode if self.free_bits > 0 else "none"
@@ -123,8 +124,9 @@ class VAELoss(nn.Module):
 TUMOUR_WEIGHT_MODES = ("voxel", "balanced")
 
 
-def tumour_voxel_weight(label: torch.Tensor, weight: float, labels: tuple[int, ...] = (1, 3),
-                        mode: str = "voxel") -> torch.Tensor:
+def tumour_voxel_weight(
+    label: torch.Tensor, weight: float, labels: tuple[int, ...] = (1, 3), mode: str = "voxel"
+) -> torch.Tensor:
     """``w = 1 + (weight - 1) * [label in labels]``, float32 ``[B, 1, D, H, W]``: the tumour-weighted likelihood.
 
     A 10 mL tumour is ~0.1 % of a 128^3 brain, so a likelihood that weights every voxel alike gives the decoder

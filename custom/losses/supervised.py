@@ -66,7 +66,9 @@ class PartitionSupervision(nn.Module):
             if len(partition[g]) != len(factor_index[g]) or not partition[g]:
                 raise ValueError(f"group {g!r}: {len(partition[g])} latent coords vs {len(factor_index[g])} factors")
             self.register_buffer(f"latent_{g}", torch.as_tensor(list(partition[g]), dtype=torch.long), persistent=False)
-            self.register_buffer(f"factor_{g}", torch.as_tensor(list(factor_index[g]), dtype=torch.long), persistent=False)
+            self.register_buffer(
+                f"factor_{g}", torch.as_tensor(list(factor_index[g]), dtype=torch.long), persistent=False
+            )
         n_cols = 1 + max(max(v) for v in factor_index.values())
         mean = torch.zeros(n_cols) if factor_mean is None else torch.as_tensor(list(factor_mean), dtype=torch.float32)
         std = torch.ones(n_cols) if factor_std is None else torch.as_tensor(list(factor_std), dtype=torch.float32)

@@ -94,13 +94,14 @@ def collapse_summary(
         if au["au_count"] > 0 and kl_raw > kl_floor:
             # the code varies and carries KL, so the decoder is not ignoring z everywhere: on held-out cases (the
             # in-training diagnostics run on validation subjects) this is a model that does not generalise to them
-            reason += (" although the code is in use (active units, KL above the floor): on held-out cases, the"
-                       " decoder does not generalise to them (more training subjects, augmentation or epochs help)")
+            reason += (
+                " although the code is in use (active units, KL above the floor): on held-out cases, the"
+                " decoder does not generalise to them (more training subjects, augmentation or epochs help)"
+            )
         reasons.append(reason)
     verdict = (
         f"{'COLLAPSED' if collapsed else 'ok'}: {au['au_count']}/{z} active units, KL {kl_raw:.3g} nats "
-        f"(floor {kl_floor:.3g}), recon z0/mu ratio {ratio:.3g}"
-        + (f" ({'; '.join(reasons)})" if reasons else "")
+        f"(floor {kl_floor:.3g}), recon z0/mu ratio {ratio:.3g}" + (f" ({'; '.join(reasons)})" if reasons else "")
     )
     return {
         "au_count": au["au_count"],

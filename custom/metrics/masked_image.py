@@ -55,8 +55,15 @@ def _filter(v: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return F.conv3d(v, g.view(1, 1, 1, 1, w))
 
 
-def ssim_map(x_hat: torch.Tensor, x: torch.Tensor, data_range: float, win: int = 11, sigma: float = 1.5,
-             k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+def ssim_map(
+    x_hat: torch.Tensor,
+    x: torch.Tensor,
+    data_range: float,
+    win: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
     """SSIM map (Wang et al. 2004) of single-channel volumes ``[B, 1, D, H, W]``, 'valid' size, fp32."""
     g = _gaussian_1d(win, sigma, x.device)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2

@@ -26,14 +26,20 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
-from sklearn.model_selection import (GroupKFold, GroupShuffleSplit, KFold, ShuffleSplit,
-                                     cross_val_predict)
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit, KFold, ShuffleSplit, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-__all__ = ["check_code_and_factors", "train_test_indices", "linear_probe_r2", "held_out_probe_r2", "single_latent_r2",
-           "ridge_path_predict", "one_blas_thread"]
+__all__ = [
+    "check_code_and_factors",
+    "train_test_indices",
+    "linear_probe_r2",
+    "held_out_probe_r2",
+    "single_latent_r2",
+    "ridge_path_predict",
+    "one_blas_thread",
+]
 
 #: decorator: run the wrapped metric with one BLAS thread (see the module docstring)
 one_blas_thread = threadpool_limits.wrap(limits=1, user_api="blas")
@@ -140,7 +146,7 @@ def linear_probe_r2(
             pred = np.empty_like(y)
             for train, test in cv.split(x, y, gk):
                 best = _nested_alpha(x[train], y[train], None if gk is None else gk[train], alphas, n_splits, seed)
-                pred[test] = ridge_path_predict(x[train], y[train], x[test], alphas[best:best + 1])[0]
+                pred[test] = ridge_path_predict(x[train], y[train], x[test], alphas[best : best + 1])[0]
         r2[name] = float(r2_score(y, pred))
         used.append(folds)
     values = np.array([v for v in r2.values() if np.isfinite(v)])
@@ -177,15 +183,19 @@ def ridge_path_predict(x_fit: np.ndarray, y_fit: np.ndarray, x_eval: np.ndarray,
     return (((x_eval - mean) / scale) @ w.T).T + y_mean
 
 
-def _nested_alpha(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, alphas: np.ndarray,
-                  n_splits: int, seed: int) -> int:
+def _nested_alpha(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, alphas: np.ndarray, n_splits: int, seed: int
+) -> int:
     """Index of the penalty with the highest out-of-fold R^2 on ``(x, y)`` alone (subject-grouped inner folds)."""
     units = len(np.unique(groups)) if groups is not None else len(y)
     folds = min(int(n_splits), units)
     if folds < 2:
         return len(alphas) // 2
-    cv = (GroupKFold(folds, shuffle=True, random_state=seed) if groups is not None
-          else KFold(folds, shuffle=True, random_state=seed))
+    cv = (
+        GroupKFold(folds, shuffle=True, random_state=seed)
+        if groups is not None
+        else KFold(folds, shuffle=True, random_state=seed)
+    )
     pred = np.empty((len(alphas), len(y)))
     for train, test in cv.split(x, y, groups):
         pred[:, test] = ridge_path_predict(x[train], y[train], x[test], alphas)
@@ -246,8 +256,14 @@ def held_out_probe_r2(
         n_sel = len(np.unique(g_s)) if g_s is not None else len(mu_s)
         if n_sel >= min_select_subjects:
             select = (mu_s, f_s)
-    out: dict[str, Any] = {"r2": {}, "alpha": {}, "n_fit": {}, "n_test": {}, "pred": {},
-                           "alpha_from": "validation" if select is not None else "group_cv"}
+    out: dict[str, Any] = {
+        "r2": {},
+        "alpha": {},
+        "n_fit": {},
+        "n_test": {},
+        "pred": {},
+        "alpha_from": "validation" if select is not None else "group_cv",
+    }
     for k, name in enumerate(names):
         rf, rt = np.isfinite(factors_fit[:, k]), np.isfinite(factors_test[:, k])
         out["n_fit"][name], out["n_test"][name] = int(rf.sum()), int(rt.sum())

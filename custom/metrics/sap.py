@@ -37,7 +37,11 @@ def _heldout_r2_1d(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: n
 
 
 def sap_score_matrix(
-    mu: np.ndarray, factors: np.ndarray, groups: np.ndarray | None = None, seed: int = 0, test_size: float = 0.3,
+    mu: np.ndarray,
+    factors: np.ndarray,
+    groups: np.ndarray | None = None,
+    seed: int = 0,
+    test_size: float = 0.3,
     split: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """S [Z, K] of held-out 1-D linear R^2 (clipped to [0, 1]); NaN factor rows dropped per factor.

@@ -23,8 +23,9 @@ import numpy as np
 from scipy.stats import spearmanr
 
 
-def tumour_threshold(t1c: np.ndarray, label: np.ndarray, tumour_labels: Sequence[int] = (1, 3),
-                     brain: np.ndarray | None = None) -> float:
+def tumour_threshold(
+    t1c: np.ndarray, label: np.ndarray, tumour_labels: Sequence[int] = (1, 3), brain: np.ndarray | None = None
+) -> float:
     """``tau`` from input t1c volumes ``[N, X, Y, Z]`` and labels of the same shape (see the module doc).
 
     ``brain`` (bool, same shape) marks brain voxels; default: non-zero t1c (skull-stripped, z-scored data).
@@ -42,8 +43,9 @@ def tumour_threshold(t1c: np.ndarray, label: np.ndarray, tumour_labels: Sequence
     return float(0.5 * (np.median(t1c[tumour]) + np.percentile(t1c[other], 99.0)))
 
 
-def traversal_response(images: np.ndarray, offsets: Sequence[float], tau: float,
-                       spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> dict[str, np.ndarray]:
+def traversal_response(
+    images: np.ndarray, offsets: Sequence[float], tau: float, spacing: Sequence[float] = (1.0, 1.0, 1.0)
+) -> dict[str, np.ndarray]:
     """Bright-voxel counts, their Spearman correlation with the offset, and the centroid shift, per coordinate.
 
     Args:

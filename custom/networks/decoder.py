@@ -68,8 +68,9 @@ class ConvTransposeDecoder3D(nn.Module):
             raise ValueError(f"output_layer must be one of {OUTPUT_LAYERS}, got {output_layer!r}")
         minimum = 1 if output_layer == "transposed" else 2
         if len(channels) < minimum:
-            raise ValueError(f"channels needs at least {minimum} entries with output_layer={output_layer!r}, "
-                             f"got {channels}")
+            raise ValueError(
+                f"channels needs at least {minimum} entries with output_layer={output_layer!r}, " f"got {channels}"
+            )
         self.output_layer = output_layer
         self.spatial_size = as_triple(spatial_size)
         n_up = len(channels) - 1 + (1 if output_layer == "transposed" else 0)

@@ -88,12 +88,11 @@ class SpatialBroadcastDecoder3D(nn.Module):
         self.broadcast_conv = conv_norm_act(self.z_dim + 3, channels[0], 3, 1, num_groups)
         extra = 3 if self.coords_every_stage else 0
         self.stages = nn.ModuleList(
-            ResizeConvBlock3D(cin + extra, cout, num_groups, upsample_mode) for cin, cout in zip(channels[:-1], channels[1:])
+            ResizeConvBlock3D(cin + extra, cout, num_groups, upsample_mode)
+            for cin, cout in zip(channels[:-1], channels[1:])
         )
         for k in range(1, n_up + 1) if self.coords_every_stage else ():
-            self.register_buffer(
-                f"coords_{k}", coordinate_grid(tuple(g * 2**k for g in self.grid)), persistent=False
-            )
+            self.register_buffer(f"coords_{k}", coordinate_grid(tuple(g * 2**k for g in self.grid)), persistent=False)
         self.out = nn.Conv3d(channels[-1], out_channels, 3, 1, 1)
 
     coordinate_grid = staticmethod(coordinate_grid)

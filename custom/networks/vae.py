@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from custom.utils import as_bool
 import torch
 from torch import nn
+
+from custom.utils import as_bool
 
 from .blocks import as_triple
 from .decoder import ConvTransposeDecoder3D
@@ -162,4 +163,4 @@ def decoder_channels_for(
     blocks = n_up - 1 if output_layer == "transposed" else n_up
     if base * 2**n_up != smallest or n_up < 1 or blocks > len(channels) - 1:
         return channels
-    return (channels[0],) + channels[len(channels) - blocks:]
+    return (channels[0],) + channels[len(channels) - blocks :]

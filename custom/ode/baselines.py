@@ -45,8 +45,9 @@ def linear_forecast(batch: ConditionedBatch) -> torch.Tensor:
     return zbar.unsqueeze(1) + slope.unsqueeze(1) * (batch.t_tgt - tbar).unsqueeze(-1)
 
 
-def population_gompertz_prior(train: Trajectories, readout: VolumeReadout, k: int,
-                              w_a: float = 0.3, w_k: float = 0.05) -> tuple[GompertzPrior, float]:
+def population_gompertz_prior(
+    train: Trajectories, readout: VolumeReadout, k: int, w_a: float = 0.3, w_k: float = 0.05
+) -> tuple[GompertzPrior, float]:
     """Population rate a_pop and gap g_pop = ln K - y(t_k) from unregularised fits of training subjects
     with >= 3 scans (medians); returns (prior with a_pop, g_pop). ln K_pop of a subject = y_last_obs + g_pop.
     """
@@ -65,8 +66,9 @@ def population_gompertz_prior(train: Trajectories, readout: VolumeReadout, k: in
     return GompertzPrior(a_pop=a_pop, log_k_pop=0.0, w_a=w_a, w_k=w_k), g_pop
 
 
-def gompertz_fit_forecast(batch: ConditionedBatch, readout: VolumeReadout, prior: GompertzPrior,
-                          gap_pop: float) -> tuple[torch.Tensor, np.ndarray]:
+def gompertz_fit_forecast(
+    batch: ConditionedBatch, readout: VolumeReadout, prior: GompertzPrior, gap_pop: float
+) -> tuple[torch.Tensor, np.ndarray]:
     """Per-subject MAP Gompertz fit on read-out observed log-volumes; returns (ln V at targets [B, m], a [B])."""
     logv_obs = readout.log_volume(batch.z_obs.double().numpy())
     out = np.zeros(tuple(batch.t_tgt.shape))

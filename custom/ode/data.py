@@ -128,8 +128,10 @@ def build_trajectories(traj: dict, split: str, space: LatentSpace, dtype=torch.f
         n = len(r)
         z[i, :n], t[i, :n], m[i, :n], lv[i, :n] = mu[r], times[r], True, logv[r]
     truth_src = traj.get("truth") or {}
-    truth = {key: np.array([float(truth_src.get(s, {}).get(key, np.nan)) for s in subjects])
-             for key in ("a_per_year", "K_ml", "V0_ml")}
+    truth = {
+        key: np.array([float(truth_src.get(s, {}).get(key, np.nan)) for s in subjects])
+        for key in ("a_per_year", "K_ml", "V0_ml")
+    }
     gclass = [str(truth_src.get(s, {}).get("growth_class", "")) for s in subjects]
     return Trajectories(
         subject_ids=subjects,
@@ -173,7 +175,7 @@ def condition_on_first_k(tr: Trajectories, k: int) -> ConditionedBatch:
     tgt_mask = m[:, k:]
     width = int(tgt_mask.sum(1).max())
     tgt_mask = tgt_mask[:, :width]
-    t_tgt = t[:, k:k + width].clone()
+    t_tgt = t[:, k : k + width].clone()
     last_real = t.gather(1, (n[keep] - 1).unsqueeze(1)).expand_as(t_tgt)
     t_tgt = torch.where(tgt_mask, t_tgt, last_real)
     return ConditionedBatch(
@@ -181,9 +183,9 @@ def condition_on_first_k(tr: Trajectories, k: int) -> ConditionedBatch:
         z_obs=z[:, :k],
         t_obs=t[:, :k],
         obs_mask=m[:, :k],
-        z_tgt=z[:, k:k + width],
+        z_tgt=z[:, k : k + width],
         t_tgt=t_tgt,
         tgt_mask=tgt_mask,
-        logv_tgt=torch.where(tgt_mask, lv[:, k:k + width], torch.full_like(t_tgt, float("nan"))),
+        logv_tgt=torch.where(tgt_mask, lv[:, k : k + width], torch.full_like(t_tgt, float("nan"))),
         logv_obs=lv[:, :k],
     )

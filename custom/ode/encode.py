@@ -16,7 +16,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
@@ -52,8 +51,12 @@ def read_truth(cohort_csv: str | Path) -> dict[str, dict[str, Any]]:
         for row in csv.DictReader(fh):
             if "true_a_per_year" not in row:
                 return {}
-            truth[row["subject_id"]] = {"V0_ml": float(row["true_V0_ml"]), "a_per_year": float(row["true_a_per_year"]),
-                                        "K_ml": float(row["true_K_ml"]), "growth_class": row.get("growth_class", "")}
+            truth[row["subject_id"]] = {
+                "V0_ml": float(row["true_V0_ml"]),
+                "a_per_year": float(row["true_a_per_year"]),
+                "K_ml": float(row["true_K_ml"]),
+                "growth_class": row.get("growth_class", ""),
+            }
     return truth
 
 
@@ -74,9 +77,16 @@ def load_encoder(encoder_bundle: str, device: torch.device | str = "cpu") -> tup
 
 
 @torch.no_grad()
-def encode_trajectories(encoder_bundle: str, datalist: str, out: str, cohort_csv: str | None = None,
-                        device: str | torch.device | None = None, batch_size: int = 4, num_workers: int = 0,
-                        force: bool = False) -> str:
+def encode_trajectories(
+    encoder_bundle: str,
+    datalist: str,
+    out: str,
+    cohort_csv: str | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    force: bool = False,
+) -> str:
     """Write (or reuse) the trajectories file ``out`` for all splits of ``datalist``; returns its path."""
     from monai.data import DataLoader, Dataset
 
@@ -96,11 +106,14 @@ def encode_trajectories(encoder_bundle: str, datalist: str, out: str, cohort_csv
             return str(out_p)
         logger.info("inputs changed: re-encoding trajectories %s", out_p)
 
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = (
+        torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
     vae, cfg = load_encoder(encoder_bundle, device)
     spacing = cfg.get("spacing", 1.875)
-    transform = get_preprocessing(spacing=spacing, spatial_size=cfg.get("spatial_size", (128, 128, 128)),
-                                  with_label=True, with_factors=True)
+    transform = get_preprocessing(
+        spacing=spacing, spatial_size=cfg.get("spatial_size", (128, 128, 128)), with_label=True, with_factors=True
+    )
     items: list[dict[str, Any]] = []
     for split, short in _SPLITS.items():
         try:
@@ -111,26 +124,37 @@ def encode_trajectories(encoder_bundle: str, datalist: str, out: str, cohort_csv
             items.append({**it, "split": short})
     if not items:
         raise ValueError(f"{datalist} lists no scans to encode")
-    loader = DataLoader(Dataset(items, transform=transform), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers)
+    loader = DataLoader(
+        Dataset(items, transform=transform), batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
     mus, logvars, factors = [], [], []
     for batch in loader:
         x = batch["image"].as_tensor().to(device).float()
         mu, logvar = vae.encode(x)
         mus.append(mu.float().cpu())
         logvars.append(logvar.float().cpu())
-        factors.append(batch["factors"].as_tensor().float().cpu() if hasattr(batch["factors"], "as_tensor")
-                       else torch.as_tensor(batch["factors"]).float())
+        factors.append(
+            batch["factors"].as_tensor().float().cpu()
+            if hasattr(batch["factors"], "as_tensor")
+            else torch.as_tensor(batch["factors"]).float()
+        )
     traj: dict[str, Any] = {
-        "mu": torch.cat(mus), "logvar": torch.cat(logvars), "factors": torch.cat(factors),
+        "mu": torch.cat(mus),
+        "logvar": torch.cat(logvars),
+        "factors": torch.cat(factors),
         "factor_names": list(FACTOR_NAMES),
-        "subject_id": [it["subject_id"] for it in items], "case_id": [it["case_id"] for it in items],
+        "subject_id": [it["subject_id"] for it in items],
+        "case_id": [it["case_id"] for it in items],
         "timepoint": torch.tensor([int(it.get("timepoint", 0)) for it in items]),
-        "time_years": torch.tensor([float(it["time_years"]) if it.get("time_years") is not None else float("nan")
-                                    for it in items], dtype=torch.float64),
+        "time_years": torch.tensor(
+            [float(it["time_years"]) if it.get("time_years") is not None else float("nan") for it in items],
+            dtype=torch.float64,
+        ),
         "split": [it["split"] for it in items],
         "truth": read_truth(cohort_csv) if cohort_csv else {},
-        "encoder_bundle": str(encoder_bundle), "encoder_config": cfg, "inputs_key": key,
+        "encoder_bundle": str(encoder_bundle),
+        "encoder_config": cfg,
+        "inputs_key": key,
     }
     part_file = Path(encoder_bundle) / "models" / "latent_partition.json"
     if part_file.exists():

@@ -33,14 +33,24 @@ def subject_scans(datalist: str, subject: str) -> list[dict[str, Any]]:
             continue
     if not scans:
         raise ValueError(f"subject {subject!r} has no scans in {datalist}")
-    return sorted(scans, key=lambda it: (float(it.get("time_years", it.get("timepoint", 0)) or 0), it.get("timepoint", 0)))
+    return sorted(
+        scans, key=lambda it: (float(it.get("time_years", it.get("timepoint", 0)) or 0), it.get("timepoint", 0))
+    )
 
 
 @torch.no_grad()
-def forecast_subject(encoder_bundle: str, ode_dir: str, output_dir: str, subject: str | None = None,
-                     datalist: str | None = None, scans: list[dict[str, Any]] | None = None, n_observed: int = 2,
-                     target_times: Sequence[float] | None = None, save_images: bool = True,
-                     device: str | torch.device = "cpu") -> dict[str, Any]:
+def forecast_subject(
+    encoder_bundle: str,
+    ode_dir: str,
+    output_dir: str,
+    subject: str | None = None,
+    datalist: str | None = None,
+    scans: list[dict[str, Any]] | None = None,
+    n_observed: int = 2,
+    target_times: Sequence[float] | None = None,
+    save_images: bool = True,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
     """Forecast from the first ``n_observed`` scans to ``target_times`` (default: the remaining scan times, and +1 yr)."""
     from monai.data import MetaTensor
     from monai.transforms import SaveImage
@@ -59,15 +69,18 @@ def forecast_subject(encoder_bundle: str, ode_dir: str, output_dir: str, subject
     if len(scans) < n_obs:
         raise ValueError(f"subject {subject} has {len(scans)} scan(s), fewer than n_observed={n_obs}")
     times = np.array([float(s.get("time_years", s.get("timepoint", 0))) for s in scans])
-    obs, rest = scans[:n_obs], scans[n_obs:]
     if target_times is None:
         target_times = list(times[n_obs:]) + [float(times[-1]) + 1.0]
     target = np.asarray(sorted(float(t) for t in target_times), dtype=np.float64)
 
     vae, cfg = load_encoder(encoder_bundle, device)
     model = load_model(ode_dir, "cpu")  # the ODE is tiny: solve on the CPU, encode/decode on `device`
-    tf = get_preprocessing(spacing=cfg.get("spacing", 1.875), spatial_size=cfg.get("spatial_size", (128, 128, 128)),
-                           with_label=all("label" in s for s in scans), with_factors=True)
+    tf = get_preprocessing(
+        spacing=cfg.get("spacing", 1.875),
+        spatial_size=cfg.get("spatial_size", (128, 128, 128)),
+        with_label=all("label" in s for s in scans),
+        with_factors=True,
+    )
     data = [tf(dict(s)) for s in scans]
     mu = torch.stack([vae.encode(d["image"].as_tensor()[None].to(device).float())[0][0].float().cpu() for d in data])
     dtype = model.latent_mean.dtype
@@ -75,13 +88,21 @@ def forecast_subject(encoder_bundle: str, ode_dir: str, output_dir: str, subject
     t_obs = torch.as_tensor(times[:n_obs], dtype=dtype)[None]
     t_tgt = torch.as_tensor(target, dtype=dtype)[None]
     dense = torch.linspace(float(times[0]), float(target.max()), 60, dtype=dtype)[None]
-    z_pred = model(z_std[None, :n_obs].to(model.latent_mean.device), t_obs.to(model.latent_mean.device),
-                   t_tgt.to(model.latent_mean.device)).cpu()[0]
-    z_dense = model(z_std[None, :n_obs].to(model.latent_mean.device), t_obs.to(model.latent_mean.device),
-                    dense.to(model.latent_mean.device)).cpu()[0]
+    z_pred = model(
+        z_std[None, :n_obs].to(model.latent_mean.device),
+        t_obs.to(model.latent_mean.device),
+        t_tgt.to(model.latent_mean.device),
+    ).cpu()[0]
+    z_dense = model(
+        z_std[None, :n_obs].to(model.latent_mean.device),
+        t_obs.to(model.latent_mean.device),
+        dense.to(model.latent_mean.device),
+    ).cpu()[0]
     v_pred = torch.exp(model.log_volume(z_pred)).numpy()
     v_dense = torch.exp(model.log_volume(z_dense)).numpy()
-    measured = np.array([float(np.exp(d["factors"][0])) if np.isfinite(float(d["factors"][0])) else np.nan for d in data])
+    measured = np.array(
+        [float(np.exp(d["factors"][0])) if np.isfinite(float(d["factors"][0])) else np.nan for d in data]
+    )
     mu_pred = (z_pred * model.latent_std.cpu() + model.latent_mean.cpu()).float()
 
     out = Path(output_dir)
@@ -90,22 +111,45 @@ def forecast_subject(encoder_bundle: str, ode_dir: str, output_dir: str, subject
     if save_images:
         ref = data[n_obs - 1]["image"]  # geometry of the last observed scan
         images = vae.decode(mu_pred.to(device)).float().cpu()
-        saver = SaveImage(output_dir=str(out), output_postfix="", separate_folder=False, resample=False,
-                          output_dtype=np.float32, print_log=False)
+        saver = SaveImage(
+            output_dir=str(out),
+            output_postfix="",
+            separate_folder=False,
+            resample=False,
+            output_dtype=np.float32,
+            print_log=False,
+        )
         for t, img in zip(target, images):
-            mt = MetaTensor(img, meta=copy.deepcopy(dict(ref.meta)), applied_operations=copy.deepcopy(list(ref.applied_operations)))
+            mt = MetaTensor(
+                img, meta=copy.deepcopy(dict(ref.meta)), applied_operations=copy.deepcopy(list(ref.applied_operations))
+            )
             inv = tf.inverse({"image": mt})["image"]
             name = f"{subject}_forecast_t{t:.2f}y".replace(".", "p")  # no dots: SaveImage treats them as suffixes
             inv.meta["filename_or_obj"] = name
             saver(inv, meta_data=inv.meta)
             written.append(str(out / f"{name}.nii.gz"))
-    row = {"subject_id": subject, "t_scans": times, "v_scans": measured, "n_obs": n_obs,
-           "t_dense": dense[0].numpy(), "v_model": v_dense, "baselines": {}, "truth": None}
+    row = {
+        "subject_id": subject,
+        "t_scans": times,
+        "v_scans": measured,
+        "n_obs": n_obs,
+        "t_dense": dense[0].numpy(),
+        "v_model": v_dense,
+        "baselines": {},
+        "truth": None,
+    }
     png = plot_growth([row], out / f"{subject}_growth.png", ncols=1, title=f"{subject}: forecast from {n_obs} scans")
-    result = {"subject_id": subject, "observed_times": times[:n_obs].tolist(), "target_times": target.tolist(),
-              "forecast_volume_ml": v_pred.tolist(), "forecast_mu": mu_pred.tolist(),
-              "measured_volume_ml": measured.tolist(), "scan_times": times.tolist(), "images": written,
-              "growth_plot": str(png)}
+    result = {
+        "subject_id": subject,
+        "observed_times": times[:n_obs].tolist(),
+        "target_times": target.tolist(),
+        "forecast_volume_ml": v_pred.tolist(),
+        "forecast_mu": mu_pred.tolist(),
+        "measured_volume_ml": measured.tolist(),
+        "scan_times": times.tolist(),
+        "images": written,
+        "growth_plot": str(png),
+    }
     (out / f"{subject}_forecast.json").write_text(json.dumps(result, indent=1))
     logger.info("forecast for %s written to %s", subject, out)
     return result

@@ -28,12 +28,20 @@ def _volume_errors(logv_pred: torch.Tensor, logv_true: torch.Tensor, mask: torch
         return {"logvol_mae": float("nan"), "rel_vol_err_pct": float("nan"), "rel_vol_err_pct_median": float("nan")}
     d = (logv_pred - logv_true)[keep].double()
     rel = 100.0 * (torch.exp(d) - 1.0).abs()
-    return {"logvol_mae": float(d.abs().mean()), "rel_vol_err_pct": float(rel.mean()),
-            "rel_vol_err_pct_median": float(rel.median())}
+    return {
+        "logvol_mae": float(d.abs().mean()),
+        "rel_vol_err_pct": float(rel.mean()),
+        "rel_vol_err_pct_median": float(rel.median()),
+    }
 
 
-def forecast_metrics(z_pred: torch.Tensor | None, z_true: torch.Tensor, logv_pred: torch.Tensor,
-                     logv_true: torch.Tensor, tgt_mask: torch.Tensor) -> dict[str, float]:
+def forecast_metrics(
+    z_pred: torch.Tensor | None,
+    z_true: torch.Tensor,
+    logv_pred: torch.Tensor,
+    logv_true: torch.Tensor,
+    tgt_mask: torch.Tensor,
+) -> dict[str, float]:
     """Latent MSE and volume errors at all targets and at the last target (suffix ``_last``)."""
     last = last_target_mask(tgt_mask)
     out: dict[str, float] = {"n_subjects": int(tgt_mask.any(1).sum()), "n_targets": int(tgt_mask.sum())}

@@ -47,17 +47,30 @@ class LatentODEForecaster(nn.Module):
         torch.Size([2, 2, 3])
     """
 
-    def __init__(self, z_dim: int, vol_index: int | None = None, hidden: int = 64, enc_hidden: int = 32,
-                 method: str = "dopri5", rtol: float = 1e-3, atol: float = 1e-4, step_size: float | None = None,
-                 adjoint: bool = False, alpha_init: float = 0.3, gap_init: float = 0.5,
-                 encoder_features: str = "volume") -> None:
+    def __init__(
+        self,
+        z_dim: int,
+        vol_index: int | None = None,
+        hidden: int = 64,
+        enc_hidden: int = 32,
+        method: str = "dopri5",
+        rtol: float = 1e-3,
+        atol: float = 1e-4,
+        step_size: float | None = None,
+        adjoint: bool = False,
+        alpha_init: float = 0.3,
+        gap_init: float = 0.5,
+        encoder_features: str = "volume",
+    ) -> None:
         super().__init__()
         self.z_dim, self.vol_index = z_dim, vol_index
         self.method, self.rtol, self.atol, self.step_size, self.adjoint = method, rtol, atol, step_size, adjoint
         self.dynamics = LatentDynamics(z_dim, vol_index, hidden)
-        self.param_encoder = (SubjectParamEncoder(z_dim, vol_index, enc_hidden, alpha_init, gap_init,
-                                                  encoder_features)
-                              if vol_index is not None else None)
+        self.param_encoder = (
+            SubjectParamEncoder(z_dim, vol_index, enc_hidden, alpha_init, gap_init, encoder_features)
+            if vol_index is not None
+            else None
+        )
         self.register_buffer("latent_mean", torch.zeros(z_dim))
         self.register_buffer("latent_std", torch.ones(z_dim))
         self.register_buffer("readout_weight", torch.zeros(z_dim))
@@ -111,8 +124,14 @@ class LatentODEForecaster(nn.Module):
             out[bwd] = sol[pos, rows[bwd]]
         return out
 
-    def forward(self, z_obs: torch.Tensor, t_obs: torch.Tensor, t_target: torch.Tensor,
-                obs_mask: torch.Tensor | None = None, target_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        z_obs: torch.Tensor,
+        t_obs: torch.Tensor,
+        t_target: torch.Tensor,
+        obs_mask: torch.Tensor | None = None,
+        target_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Predicted standardised latents z_pred [B, m, Z] at ``t_target`` (padded entries: the last observed z).
 
         Observations must be left-aligned (``obs_mask`` True for the first n_b entries of each row).

@@ -41,8 +41,9 @@ class VolumeReadout:
         return (log_volume - self.bias) / self.weight[self.vol_index]
 
 
-def readout_from_partition(vol_index: int, vol_scale: dict, latent_mean: np.ndarray, latent_std: np.ndarray,
-                           z_dim: int) -> VolumeReadout:
+def readout_from_partition(
+    vol_index: int, vol_scale: dict, latent_mean: np.ndarray, latent_std: np.ndarray, z_dim: int
+) -> VolumeReadout:
     """Readout of a declared volume coordinate after per-dimension standardisation (see module docstring)."""
     m, s = float(vol_scale["mean"]), float(vol_scale["std"])
     w = np.zeros(z_dim)

@@ -50,9 +50,16 @@ def last_observed(z_obs: torch.Tensor, t_obs: torch.Tensor, obs_mask: torch.Tens
 class SubjectParamEncoder(nn.Module):
     """Maps observed latents z_obs [B, k, Z] and times t_obs [B, k] to (alpha [B], z_K [B])."""
 
-    def __init__(self, z_dim: int, vol_index: int, hidden: int = 32, alpha_init: float = 0.3,
-                 gap_init: float = 0.5, features: str = "volume",
-                 two_point_k: bool = True) -> None:
+    def __init__(
+        self,
+        z_dim: int,
+        vol_index: int,
+        hidden: int = 32,
+        alpha_init: float = 0.3,
+        gap_init: float = 0.5,
+        features: str = "volume",
+        two_point_k: bool = True,
+    ) -> None:
         super().__init__()
         if features not in ("volume", "all"):
             raise ValueError("features must be 'volume' or 'all'")
@@ -68,7 +75,9 @@ class SubjectParamEncoder(nn.Module):
         z_last, t_last, idx = last_observed(z_obs, t_obs, obs_mask)
         z_first, t_first = z_obs[:, 0], t_obs[:, 0]
         j = self.vol_index
-        x_last, x_first = (z_last[:, j:j + 1], z_first[:, j:j + 1]) if self.features == "volume" else (z_last, z_first)
+        x_last, x_first = (
+            (z_last[:, j : j + 1], z_first[:, j : j + 1]) if self.features == "volume" else (z_last, z_first)
+        )
         dt = (t_last - t_first).unsqueeze(1)
         has_two = (idx > 0).to(z_obs.dtype).unsqueeze(1)
         slope = torch.where(has_two > 0, (x_last - x_first) / dt.clamp_min(1e-6), torch.zeros_like(x_last))

@@ -18,9 +18,16 @@ import torch
 from custom.ode.gompertz import gompertz_log_volume
 
 
-def make_toy_trajectories(n_subjects: int = 60, n_times: int = 4, z_dim: int = 6, enc_noise: float = 0.02,
-                          seg_noise: float = 0.02, split_fractions: tuple[float, float] = (0.6, 0.1),
-                          class_probs: tuple[float, float] = (0.15, 0.25), seed: int = 0) -> dict:
+def make_toy_trajectories(
+    n_subjects: int = 60,
+    n_times: int = 4,
+    z_dim: int = 6,
+    enc_noise: float = 0.02,
+    seg_noise: float = 0.02,
+    split_fractions: tuple[float, float] = (0.6, 0.1),
+    class_probs: tuple[float, float] = (0.15, 0.25),
+    seed: int = 0,
+) -> dict:
     """Trajectories dict (mu, logvar, subject_id, timepoint, time_years, factors, factor_names, split, truth,
     partition, vol_scale) for ``n_subjects`` x ``n_times`` scans; ``split_fractions`` = (train, validation)
     (the rest is test); ``class_probs`` = (P(shrinking), P(stable)), the rest grows."""
@@ -49,8 +56,9 @@ def make_toy_trajectories(n_subjects: int = 60, n_times: int = 4, z_dim: int = 6
         split = "train" if i < n_tr else ("validation" if i < n_tr + n_va else "test")
         for tp, t in enumerate(times):
             y = float(gompertz_log_volume(t, np.log(v0), a, np.log(k_ml)))
-            z = np.concatenate([[(y + rng.normal(0, enc_noise) - m_vol) / s_vol],
-                                static + rng.normal(0, enc_noise, size=z_dim - 1)])
+            z = np.concatenate(
+                [[(y + rng.normal(0, enc_noise) - m_vol) / s_vol], static + rng.normal(0, enc_noise, size=z_dim - 1)]
+            )
             rows["mu"].append(z)
             rows["subject_id"].append(sid)
             rows["timepoint"].append(tp)

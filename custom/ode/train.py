@@ -27,8 +27,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from custom.ode.data import (ConditionedBatch, LatentSpace, Trajectories, build_trajectories,
-                             condition_on_first_k, fit_latent_space, volume_index)
+from custom.ode.data import (
+    ConditionedBatch,
+    LatentSpace,
+    Trajectories,
+    build_trajectories,
+    condition_on_first_k,
+    fit_latent_space,
+    volume_index,
+)
 from custom.ode.evaluate import evaluate_forecasts, growth_plot_rows  # noqa: F401  (re-exported API)
 from custom.ode.gompertz import fit_gompertz
 from custom.ode.model import LatentODEForecaster
@@ -48,21 +55,31 @@ def store_latent_space(model: LatentODEForecaster, space: LatentSpace) -> None:
 def shifted(tr: Trajectories, offset: int) -> Trajectories:
     """The same subjects with their first ``offset`` scans dropped (re-padded to the same length)."""
     pad = lambda x, fill: torch.cat([x[:, offset:], torch.full_like(x[:, :offset], fill)], dim=1)  # noqa: E731
-    return Trajectories(subject_ids=list(tr.subject_ids), z=pad(tr.z, 0.0), t=pad(tr.t, 0.0),
-                        mask=pad(tr.mask, False), log_volume=pad(tr.log_volume, float("nan")),
-                        truth=tr.truth, growth_class=tr.growth_class)
+    return Trajectories(
+        subject_ids=list(tr.subject_ids),
+        z=pad(tr.z, 0.0),
+        t=pad(tr.t, 0.0),
+        mask=pad(tr.mask, False),
+        log_volume=pad(tr.log_volume, float("nan")),
+        truth=tr.truth,
+        growth_class=tr.growth_class,
+    )
 
 
-def conditioning_windows(tr: Trajectories, k: int, all_windows: bool,
-                         per_subject: torch.Tensor | None = None) -> tuple[ConditionedBatch, torch.Tensor | None]:
+def conditioning_windows(
+    tr: Trajectories, k: int, all_windows: bool, per_subject: torch.Tensor | None = None
+) -> tuple[ConditionedBatch, torch.Tensor | None]:
     """First-k split of every subject, or of every k-scan window when ``all_windows``; also returns
     ``per_subject`` values [S] aligned to the windows (None when not given)."""
     offsets = range(max(1, tr.z.shape[1] - k)) if all_windows else range(1)
     parts = [shifted(tr, o) for o in offsets]
-    merged = Trajectories(subject_ids=sum((p.subject_ids for p in parts), []),
-                          z=torch.cat([p.z for p in parts]), t=torch.cat([p.t for p in parts]),
-                          mask=torch.cat([p.mask for p in parts]),
-                          log_volume=torch.cat([p.log_volume for p in parts]))
+    merged = Trajectories(
+        subject_ids=sum((p.subject_ids for p in parts), []),
+        z=torch.cat([p.z for p in parts]),
+        t=torch.cat([p.t for p in parts]),
+        mask=torch.cat([p.mask for p in parts]),
+        log_volume=torch.cat([p.log_volume for p in parts]),
+    )
     batch = condition_on_first_k(merged, k)
     aligned = None if per_subject is None else per_subject.repeat(len(parts))[batch.index]
     return batch, aligned
@@ -84,8 +101,13 @@ def subject_rate_fits(tr: Trajectories, model: LatentODEForecaster) -> torch.Ten
     return torch.as_tensor(out, dtype=tr.z.dtype)
 
 
-def forecast_loss(model: LatentODEForecaster, batch: ConditionedBatch, vol_weight: float,
-                  rate_target: torch.Tensor | None = None, rate_weight: float = 0.0) -> dict[str, torch.Tensor]:
+def forecast_loss(
+    model: LatentODEForecaster,
+    batch: ConditionedBatch,
+    vol_weight: float,
+    rate_target: torch.Tensor | None = None,
+    rate_weight: float = 0.0,
+) -> dict[str, torch.Tensor]:
     """Masked latent MSE + w_vol * log-volume MSE (+ w_rate * rate distillation), see module docstring."""
     z_pred = model(batch.z_obs, batch.t_obs, batch.t_tgt, batch.obs_mask, batch.tgt_mask)
     m = batch.tgt_mask
@@ -102,13 +124,30 @@ def forecast_loss(model: LatentODEForecaster, batch: ConditionedBatch, vol_weigh
     return {"loss": loss, "latent_mse": latent, "vol_mse": vol, "rate_mse": rate}
 
 
-def fit_latent_ode(traj: dict, k_obs: int = 2, epochs: int = 200, lr: float = 1e-2, weight_decay: float = 1e-2,
-                   method: str = "dopri5", seed: int = 0, device: str | torch.device = "cpu",
-                   hidden: int = 64, enc_hidden: int = 32, vol_weight: float = 1.0, batch_size: int | None = None,
-                   adjoint: bool = False, rtol: float = 1e-3, atol: float = 1e-4, step_size: float | None = None,
-                   all_windows: bool = True, encoder_features: str = "volume", rate_weight: float = 0.0,
-                   val_every: int = 10, grad_clip: float = 1.0,
-                   log_fn: Callable[[dict], None] | None = None) -> tuple[LatentODEForecaster, list[dict]]:
+def fit_latent_ode(
+    traj: dict,
+    k_obs: int = 2,
+    epochs: int = 200,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-2,
+    method: str = "dopri5",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    hidden: int = 64,
+    enc_hidden: int = 32,
+    vol_weight: float = 1.0,
+    batch_size: int | None = None,
+    adjoint: bool = False,
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+    step_size: float | None = None,
+    all_windows: bool = True,
+    encoder_features: str = "volume",
+    rate_weight: float = 0.0,
+    val_every: int = 10,
+    grad_clip: float = 1.0,
+    log_fn: Callable[[dict], None] | None = None,
+) -> tuple[LatentODEForecaster, list[dict]]:
     """Train a :class:`LatentODEForecaster` on the "train" split; returns (model in eval mode, history).
 
     ``history`` is a list of per-epoch dicts: epoch, loss, latent_mse, vol_mse, rate_mse, nfe (field
@@ -127,9 +166,18 @@ def fit_latent_ode(traj: dict, k_obs: int = 2, epochs: int = 200, lr: float = 1e
     except ValueError:
         val = None
     vi = volume_index(traj)
-    model = LatentODEForecaster(z_dim=train_tr.z.shape[-1], vol_index=vi, hidden=hidden, enc_hidden=enc_hidden,
-                                method=method, rtol=rtol, atol=atol, step_size=step_size, adjoint=adjoint,
-                                encoder_features=encoder_features)
+    model = LatentODEForecaster(
+        z_dim=train_tr.z.shape[-1],
+        vol_index=vi,
+        hidden=hidden,
+        enc_hidden=enc_hidden,
+        method=method,
+        rtol=rtol,
+        atol=atol,
+        step_size=step_size,
+        adjoint=adjoint,
+        encoder_features=encoder_features,
+    )
     store_latent_space(model, space)
     rates = subject_rate_fits(train_tr, model) if (vi is not None and rate_weight > 0) else None
     train, rate_target = conditioning_windows(train_tr, k_obs, all_windows, rates)
@@ -146,7 +194,7 @@ def fit_latent_ode(traj: dict, k_obs: int = 2, epochs: int = 200, lr: float = 1e
         perm = torch.randperm(n, generator=gen)
         sums = {"loss": 0.0, "latent_mse": 0.0, "vol_mse": 0.0, "rate_mse": 0.0}
         for start in range(0, n, bs):
-            sel = perm[start:start + bs]
+            sel = perm[start : start + bs]
             mb = _take(train, sel, device)
             model.dynamics.nfe = 0
             rt = None if rate_target is None else rate_target[sel].to(device)

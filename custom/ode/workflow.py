@@ -21,18 +21,35 @@ import torch
 logger = logging.getLogger(__name__)
 
 #: constructor arguments saved next to the weights (models/ode_config.json)
-_CONFIG_KEYS = ("z_dim", "vol_index", "hidden", "enc_hidden", "method", "rtol", "atol", "step_size", "adjoint",
-                "encoder_features")
+_CONFIG_KEYS = (
+    "z_dim",
+    "vol_index",
+    "hidden",
+    "enc_hidden",
+    "method",
+    "rtol",
+    "atol",
+    "step_size",
+    "adjoint",
+    "encoder_features",
+)
 
 
 def save_model(model: Any, model_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model.pt`` (state dict incl. latent standardisation and readout) and ``ode_config.json``."""
     d = Path(model_dir)
     d.mkdir(parents=True, exist_ok=True)
-    cfg = {"z_dim": model.z_dim, "vol_index": model.vol_index, "hidden": model.dynamics.hidden if hasattr(model.dynamics, "hidden") else None,
-           "method": model.method, "rtol": model.rtol, "atol": model.atol, "step_size": model.step_size,
-           "adjoint": bool(model.adjoint),
-           "encoder_features": getattr(model.param_encoder, "features", "volume")}
+    cfg = {
+        "z_dim": model.z_dim,
+        "vol_index": model.vol_index,
+        "hidden": model.dynamics.hidden if hasattr(model.dynamics, "hidden") else None,
+        "method": model.method,
+        "rtol": model.rtol,
+        "atol": model.atol,
+        "step_size": model.step_size,
+        "adjoint": bool(model.adjoint),
+        "encoder_features": getattr(model.param_encoder, "features", "volume"),
+    }
     cfg.update(extra or {})
     tmp = d / "model.pt.tmp"
     torch.save(model.state_dict(), tmp)
@@ -53,11 +70,26 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Any
     return model.to(device).eval()
 
 
-def train_and_evaluate(trajectories: str, output_dir: str, model_dir: str, k_obs: int = 2, epochs: int = 300,
-                       lr: float = 1e-2, weight_decay: float = 1e-2, method: str = "dopri5", adjoint: bool = False,
-                       rtol: float = 1e-3, atol: float = 1e-4, step_size: float | None = None, hidden: int = 64,
-                       seed: int = 0, device: str | torch.device = "cpu", eval_split: str = "test",
-                       n_plot: int = 12, encoder_features: str = "all") -> dict[str, Any]:
+def train_and_evaluate(
+    trajectories: str,
+    output_dir: str,
+    model_dir: str,
+    k_obs: int = 2,
+    epochs: int = 300,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-2,
+    method: str = "dopri5",
+    adjoint: bool = False,
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+    step_size: float | None = None,
+    hidden: int = 64,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    eval_split: str = "test",
+    n_plot: int = 12,
+    encoder_features: str = "all",
+) -> dict[str, Any]:
     """Fit the latent ODE on the train split, score it and the baselines on ``eval_split``, save everything.
 
     ``encoder_features``: latent coordinates the per-subject Gompertz parameter encoder reads ("all" or
@@ -86,12 +118,23 @@ def train_and_evaluate(trajectories: str, output_dir: str, model_dir: str, k_obs
                 writer.add_scalar(f"ode/{k}", v, row["epoch"])
 
     t0 = time.time()
-    model, history = fit_latent_ode(traj, k_obs=int(k_obs), epochs=int(epochs), lr=float(lr),
-                                    weight_decay=float(weight_decay), method=str(method), adjoint=as_bool(adjoint),
-                                    rtol=float(rtol), atol=float(atol),
-                                    step_size=None if step_size in (None, "None", "null") else float(step_size),
-                                    hidden=int(hidden), seed=int(seed), device=device, log_fn=log_fn,
-                                    encoder_features=str(encoder_features))
+    model, history = fit_latent_ode(
+        traj,
+        k_obs=int(k_obs),
+        epochs=int(epochs),
+        lr=float(lr),
+        weight_decay=float(weight_decay),
+        method=str(method),
+        adjoint=as_bool(adjoint),
+        rtol=float(rtol),
+        atol=float(atol),
+        step_size=None if step_size in (None, "None", "null") else float(step_size),
+        hidden=int(hidden),
+        seed=int(seed),
+        device=device,
+        log_fn=log_fn,
+        encoder_features=str(encoder_features),
+    )
     train_s = time.time() - t0
     writer.close()
     model = model.cpu()
@@ -100,19 +143,25 @@ def train_and_evaluate(trajectories: str, output_dir: str, model_dir: str, k_obs
 
     table = evaluate_forecasts(model, traj, split=eval_split, k_obs=int(k_obs))
     rows = growth_plot_rows(model, traj, split=eval_split, k_obs=int(k_obs), n_subjects=int(n_plot))
-    plot_growth(rows, out / "growth.png",
-                title=f"latent ODE forecasts from the first {k_obs} scans ({eval_split} subjects)")
+    plot_growth(
+        rows, out / "growth.png", title=f"latent ODE forecasts from the first {k_obs} scans ({eval_split} subjects)"
+    )
     best = table.get("latent_ode", {})
     baselines = {k: v for k, v in table.items() if k not in ("latent_ode", "oracle")}
-    beats_all = all(best.get("rel_vol_err_pct_last", np.inf) < v.get("rel_vol_err_pct_last", np.inf)
-                    for v in baselines.values())
+    beats_all = all(
+        best.get("rel_vol_err_pct_last", np.inf) < v.get("rel_vol_err_pct_last", np.inf) for v in baselines.values()
+    )
     metrics = {
         "table": table,
-        "split": eval_split, "k_obs": int(k_obs), "method": method, "adjoint": as_bool(adjoint),
+        "split": eval_split,
+        "k_obs": int(k_obs),
+        "method": method,
+        "adjoint": as_bool(adjoint),
         "n_subjects_plotted": int(len(rows)),
         "n_subjects_eval": int(best.get("n_subjects", len(rows))),
         "has_volume_coordinate": volume_index(traj) is not None,
-        "train_seconds": train_s, "epochs": int(epochs),
+        "train_seconds": train_s,
+        "epochs": int(epochs),
         "seconds_per_epoch": train_s / max(1, int(epochs)),
         "rel_vol_err_pct_last": best.get("rel_vol_err_pct_last"),
         "alpha_spearman": best.get("alpha_spearman"),
@@ -120,10 +169,12 @@ def train_and_evaluate(trajectories: str, output_dir: str, model_dir: str, k_obs
         "example_subject": rows[0]["subject_id"] if rows else None,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
-    logger.info("latent ODE: rel. volume error at last timepoint %.1f%% (baselines: %s); alpha Spearman %s",
-                best.get("rel_vol_err_pct_last", float("nan")),
-                ", ".join(f"{k} {v.get('rel_vol_err_pct_last', float('nan')):.1f}%" for k, v in baselines.items()),
-                best.get("alpha_spearman"))
+    logger.info(
+        "latent ODE: rel. volume error at last timepoint %.1f%% (baselines: %s); alpha Spearman %s",
+        best.get("rel_vol_err_pct_last", float("nan")),
+        ", ".join(f"{k} {v.get('rel_vol_err_pct_last', float('nan')):.1f}%" for k, v in baselines.items()),
+        best.get("alpha_spearman"),
+    )
     return metrics
 
 
@@ -139,8 +190,9 @@ def _write_history(path: Path, history: list[dict]) -> None:
         w.writerows(history)
 
 
-def evaluate_saved(trajectories: str, output_dir: str, model_dir: str, k_obs: int = 2,
-                   eval_split: str = "test", n_plot: int = 12) -> dict[str, Any]:
+def evaluate_saved(
+    trajectories: str, output_dir: str, model_dir: str, k_obs: int = 2, eval_split: str = "test", n_plot: int = 12
+) -> dict[str, Any]:
     """Score a saved model and the baselines on ``eval_split``; write metrics.json and growth.png."""
     from custom.ode.data import load_trajectories
     from custom.ode.evaluate import evaluate_forecasts, growth_plot_rows
@@ -158,8 +210,15 @@ def evaluate_saved(trajectories: str, output_dir: str, model_dir: str, k_obs: in
     return metrics
 
 
-def solver_benchmark(trajectories: str, output_dir: str, epochs: int = 100, k_obs: int = 2, seed: int = 0,
-                     eval_split: str = "test", step_size: float = 0.1) -> str:
+def solver_benchmark(
+    trajectories: str,
+    output_dir: str,
+    epochs: int = 100,
+    k_obs: int = 2,
+    seed: int = 0,
+    eval_split: str = "test",
+    step_size: float = 0.1,
+) -> str:
     """Time per training epoch and forecast error for dopri5, rk4 (fixed step) and dopri5 + adjoint.
 
     Each solver trains the same model for ``epochs`` epochs on the same cached trajectories; the table
@@ -171,20 +230,35 @@ def solver_benchmark(trajectories: str, output_dir: str, epochs: int = 100, k_ob
 
     traj = load_trajectories(trajectories)
     rows = []
-    for name, kw in (("dopri5", {"method": "dopri5"}), ("rk4 (h=%.2g)" % step_size, {"method": "rk4", "step_size": step_size}),
-                     ("dopri5 + adjoint", {"method": "dopri5", "adjoint": True})):
+    for name, kw in (
+        ("dopri5", {"method": "dopri5"}),
+        ("rk4 (h=%.2g)" % step_size, {"method": "rk4", "step_size": step_size}),
+        ("dopri5 + adjoint", {"method": "dopri5", "adjoint": True}),
+    ):
         t0 = time.time()
         model, _ = fit_latent_ode(traj, k_obs=k_obs, epochs=epochs, seed=seed, **kw)
         sec = (time.time() - t0) / epochs
         m = evaluate_forecasts(model.cpu(), traj, split=eval_split, k_obs=k_obs, include_baselines=False)["latent_ode"]
-        rows.append({"solver": name, "seconds_per_epoch": sec, "rel_vol_err_pct_last": m.get("rel_vol_err_pct_last"),
-                     "logvol_mae": m.get("logvol_mae"), "latent_mse": m.get("latent_mse")})
+        rows.append(
+            {
+                "solver": name,
+                "seconds_per_epoch": sec,
+                "rel_vol_err_pct_last": m.get("rel_vol_err_pct_last"),
+                "logvol_mae": m.get("logvol_mae"),
+                "latent_mse": m.get("latent_mse"),
+            }
+        )
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "solver_benchmark.json").write_text(json.dumps(rows, indent=1))
-    lines = ["| solver | s / epoch | rel. volume error at last scan (%) | log-volume MAE | latent MSE |", "|---|---|---|---|---|"]
-    lines += [f"| {r['solver']} | {r['seconds_per_epoch']:.3f} | {r['rel_vol_err_pct_last']:.2f} | {r['logvol_mae']:.3f} | {r['latent_mse']:.3f} |"
-              for r in rows]
+    lines = [
+        "| solver | s / epoch | rel. volume error at last scan (%) | log-volume MAE | latent MSE |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['solver']} | {r['seconds_per_epoch']:.3f} | {r['rel_vol_err_pct_last']:.2f} | {r['logvol_mae']:.3f} | {r['latent_mse']:.3f} |"
+        for r in rows
+    ]
     table = "\n".join(lines)
     (out / "solver_benchmark.md").write_text(table + "\n")
     print(table)

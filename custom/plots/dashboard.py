@@ -176,8 +176,9 @@ def _panel_beta(ax: plt.Axes, t: Table) -> None:
     _finish(ax, "β schedule vs KL floor", "weight", twin)
 
 
-def _panel_single(col: str, title: str, ylabel: str, colour: str,
-                  from_zero: bool = False) -> Callable[[plt.Axes, Table], None]:
+def _panel_single(
+    col: str, title: str, ylabel: str, colour: str, from_zero: bool = False
+) -> Callable[[plt.Axes, Table], None]:
     """Panels 3 and 4: one positive quantity (learning rate, gradient norm), log y when it spans decades.
     ``from_zero``: a linear axis from 0 (a constant tumour weight of 5 then reads as 5, not as a flat line in a
     +-0.2 band)."""
@@ -234,8 +235,16 @@ def _panel_probes(ax: plt.Axes, t: Table) -> None:
     ax.set_ylim(floor - 0.03, 1.0)
     ax.axhline(0.0, color="grey", linewidth=0.8)
     if clipped:
-        ax.text(0.98, 0.96, f"R² < {floor:g} drawn at {floor:g}", transform=ax.transAxes, fontsize=7, color="grey",
-                ha="right", va="top")
+        ax.text(
+            0.98,
+            0.96,
+            f"R² < {floor:g} drawn at {floor:g}",
+            transform=ax.transAxes,
+            fontsize=7,
+            color="grey",
+            ha="right",
+            va="top",
+        )
     _finish(ax, "Probe R² per factor", "R²")
 
 

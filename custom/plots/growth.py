@@ -25,8 +25,9 @@ BASELINE_STYLES: dict[str, dict] = {
 }
 
 
-def plot_growth(rows: list[dict], out_png: str | Path, max_panels: int = 12, ncols: int = 4,
-                title: str | None = None) -> Path:
+def plot_growth(
+    rows: list[dict], out_png: str | Path, max_panels: int = 12, ncols: int = 4, title: str | None = None
+) -> Path:
     """Draw up to ``max_panels`` subject panels into ``out_png`` (created with its folder); returns the path.
 
     Each row holds: subject_id, t_scans, v_scans, n_obs, t_dense, v_model, optional baselines
@@ -58,7 +59,7 @@ def plot_growth(rows: list[dict], out_png: str | Path, max_panels: int = 12, nco
         ax.set_xlabel("years", fontsize=8)
         ax.set_ylabel("tumour volume (mL)", fontsize=8)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(rows):]:
+    for ax in list(axes.flat)[len(rows) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     # a single panel is narrow: wrap the legend onto more rows so that no entry is cut at the figure's edges
@@ -67,8 +68,9 @@ def plot_growth(rows: list[dict], out_png: str | Path, max_panels: int = 12, nco
     if title:
         fig.suptitle(title, fontsize=10)
     legend_rows = -(-len(labels) // min(max(len(labels), 1), per_row))
-    fig.tight_layout(rect=(0, min(0.3, 0.06 * legend_rows * (2 if nrows == 1 and ncols == 1 else 1)), 1,
-                           0.97 if title else 1))
+    fig.tight_layout(
+        rect=(0, min(0.3, 0.06 * legend_rows * (2 if nrows == 1 and ncols == 1 else 1)), 1, 0.97 if title else 1)
+    )
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, bbox_inches="tight")

@@ -28,9 +28,16 @@ DEFAULT_PROBE_FACTORS: tuple[str, ...] = ("log_volume", "centroid_x", "centroid_
 _UNITS = {"log_volume": "ln mL", "centroid_x": "mm", "centroid_y": "mm", "centroid_z": "mm"}
 
 
-def plot_probe_scatter(truth: np.ndarray, pred: np.ndarray, names: Sequence[str], r2: dict[str, float],
-                       out_png: str | Path, subjects: Sequence[str] | None = None,
-                       alpha: dict[str, float] | None = None, title: str = "held-out probes") -> str:
+def plot_probe_scatter(
+    truth: np.ndarray,
+    pred: np.ndarray,
+    names: Sequence[str],
+    r2: dict[str, float],
+    out_png: str | Path,
+    subjects: Sequence[str] | None = None,
+    alpha: dict[str, float] | None = None,
+    title: str = "held-out probes",
+) -> str:
     """One panel per factor: ``pred[:, k]`` against ``truth[:, k]``, identity line, R² (and penalty) in the title.
 
     Rows of one subject (in the given order, i.e. time order for the bundles' latents) are joined by a thin line.
@@ -77,9 +84,13 @@ def _load(path: str | Path) -> dict[str, np.ndarray]:
     return {k: z[k] for k in z.files}
 
 
-def probe_figure(fit_latents: str | Path, eval_latents: str | Path, out_png: str | Path,
-                 select_latents: str | Path | None = None,
-                 factors: Sequence[str] = DEFAULT_PROBE_FACTORS) -> str | None:
+def probe_figure(
+    fit_latents: str | Path,
+    eval_latents: str | Path,
+    out_png: str | Path,
+    select_latents: str | Path | None = None,
+    factors: Sequence[str] = DEFAULT_PROBE_FACTORS,
+) -> str | None:
     """Fit the held-out probe on ``fit_latents`` (penalty chosen on ``select_latents``), score and draw
     ``eval_latents``; the files are ``evaluate.json``'s ``latents_<split>.npz`` / ``latents.npz``.
 
@@ -97,13 +108,29 @@ def probe_figure(fit_latents: str | Path, eval_latents: str | Path, out_png: str
     sel: dict[str, np.ndarray] = {}
     if select_latents is not None and Path(select_latents).exists():
         s = _load(select_latents)
-        sel = {"mu_select": s["mu"], "factors_select": s["factors"][:, cols],
-               "groups_select": s.get("subject_id")}
-    res = held_out_probe_r2(fit["mu"], fit["factors"][:, cols], ev["mu"], ev["factors"][:, cols], use,
-                            groups_fit=fit.get("subject_id"), **sel)
+        sel = {"mu_select": s["mu"], "factors_select": s["factors"][:, cols], "groups_select": s.get("subject_id")}
+    res = held_out_probe_r2(
+        fit["mu"],
+        fit["factors"][:, cols],
+        ev["mu"],
+        ev["factors"][:, cols],
+        use,
+        groups_fit=fit.get("subject_id"),
+        **sel,
+    )
     pred = np.stack([res["pred"][f] for f in use], axis=1)
     where = "penalty chosen on validation subjects" if res["alpha_from"] == "validation" else "penalty by subject CV"
-    title = (f"held-out probes from mu: ridge fitted on {len(fit['mu'])} training scans, {where}, "
-             f"scored on {len(ev['mu'])} held-out scans")
-    return plot_probe_scatter(ev["factors"][:, cols], pred, use, res["r2"], out_png,
-                              subjects=ev.get("subject_id"), alpha=res["alpha"], title=title)
+    title = (
+        f"held-out probes from mu: ridge fitted on {len(fit['mu'])} training scans, {where}, "
+        f"scored on {len(ev['mu'])} held-out scans"
+    )
+    return plot_probe_scatter(
+        ev["factors"][:, cols],
+        pred,
+        use,
+        res["r2"],
+        out_png,
+        subjects=ev.get("subject_id"),
+        alpha=res["alpha"],
+        title=title,
+    )

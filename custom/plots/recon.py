@@ -97,9 +97,7 @@ def _draw_triplet_row(
     return grey_im, diff_im
 
 
-def _header(
-    fig: plt.Figure, axes_top: dict[tuple[str, int], plt.Axes], center: tuple[int, int, int] | None
-) -> None:
+def _header(fig: plt.Figure, axes_top: dict[tuple[str, int], plt.Axes], center: tuple[int, int, int] | None) -> None:
     """Write plane-group titles (with the slice index when shared by all rows) and sub-titles."""
     fig.canvas.draw()
     for plane in PLANES:

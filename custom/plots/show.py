@@ -74,8 +74,14 @@ def _aspect(zooms: tuple[float, ...], plane: str) -> float:
     return float(zooms[r] / zooms[c])
 
 
-def _crop_to_head(cid: str, vols: dict[str, np.ndarray], seg: np.ndarray | None, ijk: np.ndarray,
-                  zooms: tuple[float, ...], f: dict[str, float]) -> tuple:
+def _crop_to_head(
+    cid: str,
+    vols: dict[str, np.ndarray],
+    seg: np.ndarray | None,
+    ijk: np.ndarray,
+    zooms: tuple[float, ...],
+    f: dict[str, float],
+) -> tuple:
     """Crop every volume of a scan to the bounding box of its non-zero voxels (2-voxel margin)."""
     nz = np.argwhere(sum(v > 0 for v in vols.values()))
     if len(nz) == 0:
@@ -93,8 +99,10 @@ def show(data_dir: str, subject: str, out: str, datalist: str | None = None) -> 
     """Save a PNG of ``subject`` (e.g. ``BraTS-MEN-00001``) across timepoints under ``data_dir``; returns ``out``."""
     root = pathlib.Path(data_dir)
     pattern = re.compile(re.escape(subject) + r"-(\d{3})$")
-    cases = sorted((p for p in root.glob(f"{subject}-*") if p.is_dir() and pattern.match(p.name)),
-                   key=lambda p: int(pattern.match(p.name).group(1)))  # type: ignore[union-attr]
+    cases = sorted(
+        (p for p in root.glob(f"{subject}-*") if p.is_dir() and pattern.match(p.name)),
+        key=lambda p: int(pattern.match(p.name).group(1)),
+    )  # type: ignore[union-attr]
     if not cases:
         raise FileNotFoundError(f"no case folders {subject}-TTT under {root}")
     dl = pathlib.Path(datalist) if datalist else root / "datalist.json"
@@ -127,8 +135,13 @@ def show(data_dir: str, subject: str, out: str, datalist: str | None = None) -> 
 
     scans = [_crop_to_head(*s) for s in scans]
     n_rows, n_cols = len(scans), len(MODALITIES) * len(PLANES)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.25 * n_cols, 1.3 * n_rows + 0.5), squeeze=False,
-                             gridspec_kw={"wspace": 0.03, "hspace": 0.08})
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(1.25 * n_cols, 1.3 * n_rows + 0.5),
+        squeeze=False,
+        gridspec_kw={"wspace": 0.03, "hspace": 0.08},
+    )
     fig.patch.set_facecolor("black")
     for r, (cid, vols, seg, ijk, zooms, f) in enumerate(scans):
         tp = int(pattern.match(cid).group(1))  # type: ignore[union-attr]
@@ -140,8 +153,14 @@ def show(data_dir: str, subject: str, out: str, datalist: str | None = None) -> 
                 ax = axes[r, mi * len(PLANES) + pi]
                 fg = vols[m][vols[m] > 0]
                 vmax = float(np.percentile(fg, 99.5)) if fg.size else 1.0  # per-scan window
-                ax.imshow(_plane(vols[m], plane, ijk), cmap="gray", vmin=0, vmax=vmax,
-                          aspect=_aspect(zooms, plane), interpolation="nearest")
+                ax.imshow(
+                    _plane(vols[m], plane, ijk),
+                    cmap="gray",
+                    vmin=0,
+                    vmax=vmax,
+                    aspect=_aspect(zooms, plane),
+                    interpolation="nearest",
+                )
                 if seg is not None:
                     s2 = _plane(seg, plane, ijk)
                     for lab, col in LABEL_COLOURS.items():
@@ -152,8 +171,7 @@ def show(data_dir: str, subject: str, out: str, datalist: str | None = None) -> 
                 if r == 0:
                     ax.set_title(f"{m} {plane[:3]}", color="white", fontsize=7)
         axes[r, 0].set_ylabel(f"{tlabel}\n{vlabel}", color="white", fontsize=7)
-    fig.suptitle(f"{subject}: {n_rows} timepoints (ncr red, edema yellow, enhancing green)", color="white",
-                 fontsize=9)
+    fig.suptitle(f"{subject}: {n_rows} timepoints (ncr red, edema yellow, enhancing green)", color="white", fontsize=9)
     fig.subplots_adjust(left=0.05, right=0.995, bottom=0.01, top=1 - 0.45 / fig.get_figheight())
     out_path = pathlib.Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)

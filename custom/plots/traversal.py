@@ -38,7 +38,6 @@ from custom.plots.style import (  # noqa: E402
     slice_shape,
 )
 
-
 #: Leading signed number of a step label such as "+1.5σ".
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -189,7 +188,6 @@ def plot_traversal(
     rows, cols = slice_shape(imgs.shape, plane)
     aspect = cols / rows
     panel_h = 1.25
-    n_cols = n_steps + (1 if show_diff else 0)
     ratios = [aspect] * n_steps + ([0.12, aspect, 0.07] if show_diff else [])
     left_in, right_in = 0.7, (0.6 if show_diff else 0.15)
     width = sum(ratios) * panel_h * 1.05 + left_in + right_in
@@ -228,9 +226,7 @@ def plot_traversal(
                 ax.set_ylabel(labels[c], fontsize=9, fontweight="bold")
         if show_diff:
             ax = fig.add_subplot(gs[c, n_steps + 1])
-            diff_im = ax.imshow(
-                extract_slice(ends[c], plane, slice_index), cmap=DIFF_CMAP, vmin=0.0, vmax=diff_max
-            )
+            diff_im = ax.imshow(extract_slice(ends[c], plane, slice_index), cmap=DIFF_CMAP, vmin=0.0, vmax=diff_max)
             bare_axis(ax)
             if c == 0:
                 first, last = heads[0], heads[-1]
@@ -243,8 +239,13 @@ def plot_traversal(
     coord = "xyz"[axis]
     subtitle = f"{plane} slice {coord} = {slice_index}"
     fig.text(
-        0.5, 1 - (0.1 + (0.32 if title else 0.0)) / height, subtitle,
-        ha="center", va="top", fontsize=9, color="#444444",
+        0.5,
+        1 - (0.1 + (0.32 if title else 0.0)) / height,
+        subtitle,
+        ha="center",
+        va="top",
+        fontsize=9,
+        color="#444444",
     )
     if title:
         fig.suptitle(title, fontsize=12, fontweight="bold", y=1 - 0.08 / height, va="top")
@@ -366,13 +367,17 @@ def plot_traversal_multiplane(
             if kind == "images":
                 ax.imshow(extract_slice(imgs[c, picks[k]], plane, index), cmap="gray", vmin=window[0], vmax=window[1])
             else:
-                diff_im = ax.imshow(
-                    extract_slice(diffs[k][c], plane, index), cmap=DIFF_CMAP, vmin=0.0, vmax=diff_max
-                )
+                diff_im = ax.imshow(extract_slice(diffs[k][c], plane, index), cmap=DIFF_CMAP, vmin=0.0, vmax=diff_max)
                 if not first_row:  # the first row carries the caption as its title
                     ax.text(
-                        0.04, 0.96, diff_captions[k], transform=ax.transAxes, ha="left", va="top",
-                        fontsize=6, color="white",
+                        0.04,
+                        0.96,
+                        diff_captions[k],
+                        transform=ax.transAxes,
+                        ha="left",
+                        va="top",
+                        fontsize=6,
+                        color="white",
                     )
             bare_axis(ax)
             if first_row:
@@ -395,8 +400,13 @@ def plot_traversal_multiplane(
         first = gs[0, j0].get_position(fig)
         last = gs[0, j2].get_position(fig)
         fig.text(
-            (first.x0 + last.x1) / 2, first.y1 + 0.27 / height, plane,
-            ha="center", va="bottom", fontsize=10, fontweight="bold",
+            (first.x0 + last.x1) / 2,
+            first.y1 + 0.27 / height,
+            plane,
+            ha="center",
+            va="bottom",
+            fontsize=10,
+            fontweight="bold",
         )
     if title:
         fig.suptitle(title, fontsize=12, fontweight="bold", y=1 - 0.08 / height, va="top")

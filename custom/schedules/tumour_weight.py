@@ -39,7 +39,9 @@ class TumourWeightSchedule:
     def __post_init__(self) -> None:
         if float(self.peak) < 1.0:
             raise ValueError(f"tumour_weight must be >= 1 (1 = the plain likelihood), got {self.peak}")
-        ints = (self.decay_epochs, self.start_epoch, self.ramp_epochs) + (() if self.hold_epochs is None else (self.hold_epochs,))
+        ints = (self.decay_epochs, self.start_epoch, self.ramp_epochs) + (
+            () if self.hold_epochs is None else (self.hold_epochs,)
+        )
         if any(int(v) < 0 for v in ints):
             raise ValueError(f"tumour weight schedule needs non-negative epoch counts: {self}")
 

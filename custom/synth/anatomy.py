@@ -14,6 +14,7 @@ Everything is evaluated directly on the output grid (no 1 mm intermediate), so c
 from __future__ import annotations
 
 import functools
+import pathlib
 from dataclasses import dataclass
 
 import nibabel as nib
@@ -39,7 +40,7 @@ class TemplateMaps:
         return np.clip(self.brain - self.gm - self.wm, 0.0, 1.0)
 
 
-def template_path(kind: str) -> "Path":
+def template_path(kind: str) -> pathlib.Path:
     """Path of nilearn's shipped MNI ICBM152 2009 (sym, 1 mm) template: ``kind`` in t1 | gm | wm.
 
     Located through the installed package's folder without importing ``nilearn.datasets`` (which pulls in
@@ -51,7 +52,12 @@ def template_path(kind: str) -> "Path":
     spec = importlib.util.find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("nilearn is required for the MNI152 template (pip install nilearn)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / f"mni_icbm152_{kind}_tal_nlin_sym_09a_converted.nii.gz"
+    path = (
+        Path(list(spec.submodule_search_locations)[0])
+        / "datasets"
+        / "data"
+        / f"mni_icbm152_{kind}_tal_nlin_sym_09a_converted.nii.gz"
+    )
     if not path.exists():
         raise FileNotFoundError(f"MNI152 template file missing from the nilearn installation: {path}")
     return path
@@ -117,8 +123,9 @@ class SubjectDeformation:
     half_width: float = 120.0
 
     @staticmethod
-    def sample(rng: np.random.Generator, centre: np.ndarray, order: int = 3, amplitude_mm: float = 3.0
-               ) -> "SubjectDeformation":
+    def sample(
+        rng: np.random.Generator, centre: np.ndarray, order: int = 3, amplitude_mm: float = 3.0
+    ) -> "SubjectDeformation":
         """Random subject: global scale ~U(0.95, 1.05) x per-axis U(0.98, 1.02); u ~ ``amplitude_mm`` / k."""
         scale = rng.uniform(0.95, 1.05) * rng.uniform(0.98, 1.02, size=3)
         k = np.indices((order, order, order)).sum(axis=0)
@@ -141,16 +148,18 @@ class SubjectDeformation:
         return self.centre[:, None] + rel / self.scale[:, None] + u
 
 
-def sample_maps(maps: TemplateMaps, template_points: np.ndarray, names: tuple[str, ...] = ("gm", "wm", "brain")
-                ) -> dict[str, np.ndarray]:
+def sample_maps(
+    maps: TemplateMaps, template_points: np.ndarray, names: tuple[str, ...] = ("gm", "wm", "brain")
+) -> dict[str, np.ndarray]:
     """Trilinearly sample ``names`` (and CSF when all three are asked) at template world points [3, ...]."""
     shape = template_points.shape[1:]
     inv = np.linalg.inv(maps.affine)
     pts = template_points.reshape(3, -1)
     vox = (inv[:3, :3].astype(np.float32) @ pts.astype(np.float32)) + inv[:3, 3:4].astype(np.float32)
     out = {
-        name: ndi.map_coordinates(getattr(maps, name), vox, order=1, mode="constant", cval=0.0,
-                                  prefilter=False).reshape(shape)
+        name: ndi.map_coordinates(
+            getattr(maps, name), vox, order=1, mode="constant", cval=0.0, prefilter=False
+        ).reshape(shape)
         for name in names
     }
     if {"gm", "wm", "brain"} <= set(names):

@@ -36,10 +36,30 @@ from custom.synth.tumour import (
 )
 
 COHORT_COLUMNS: tuple[str, ...] = (
-    "case_id", "subject_id", "timepoint", "time_years", "volume_ml", "volume_ncr_ml", "volume_ed_ml",
-    "volume_et_ml", "volume_whole_ml", "centroid_x", "centroid_y", "centroid_z", "sphericity",
-    "surface_area_mm2", "extent_x", "extent_y", "extent_z", "log_volume", "true_V0_ml", "true_a_per_year",
-    "true_K_ml", "growth_class", "target_volume_ml", "attachment_site",
+    "case_id",
+    "subject_id",
+    "timepoint",
+    "time_years",
+    "volume_ml",
+    "volume_ncr_ml",
+    "volume_ed_ml",
+    "volume_et_ml",
+    "volume_whole_ml",
+    "centroid_x",
+    "centroid_y",
+    "centroid_z",
+    "sphericity",
+    "surface_area_mm2",
+    "extent_x",
+    "extent_y",
+    "extent_z",
+    "log_volume",
+    "true_V0_ml",
+    "true_a_per_year",
+    "true_K_ml",
+    "growth_class",
+    "target_volume_ml",
+    "attachment_site",
 )
 GZIP_LEVEL: int = 1  # fast; background is exactly 0 so files stay small
 DURA_OFFSET_MM: float = 1.0  # the dural plane lies this far outside the brain surface
@@ -110,8 +130,9 @@ def make_subject(job: SubjectJob) -> list[dict[str, object]]:
     u = deform.displacement_grid(axes)
     scale = deform.scale.astype(np.float32).reshape(3, 1, 1, 1)
     c3 = centre.astype(np.float32).reshape(3, 1, 1, 1)
-    beyond_dura = np.tensordot(normal.astype(np.float32), grid - base.astype(np.float32).reshape(3, 1, 1, 1),
-                               axes=1) > 0
+    beyond_dura = (
+        np.tensordot(normal.astype(np.float32), grid - base.astype(np.float32).reshape(3, 1, 1, 1), axes=1) > 0
+    )
     vox_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
 
     subject_id = f"BraTS-MEN-{job.index + 1:05d}"
@@ -146,17 +167,21 @@ def make_subject(job: SubjectJob) -> list[dict[str, object]]:
         write_nifti(seg_path, seg.astype(np.uint8), affine)
         written = nib.load(seg_path)
         f = seg_factors(np.asarray(written.dataobj), written.affine)
-        row: dict[str, object] = {"case_id": cid, "subject_id": subject_id, "timepoint": tp,
-                                  "time_years": float(t)}
+        row: dict[str, object] = {"case_id": cid, "subject_id": subject_id, "timepoint": tp, "time_years": float(t)}
         row |= {k: f[k] for k in COHORT_COLUMNS if k in f}
-        row |= {"true_V0_ml": params.v0_ml, "true_a_per_year": params.a_per_year, "true_K_ml": params.k_ml,
-                "growth_class": params.growth_class, "target_volume_ml": target, "attachment_site": site}
+        row |= {
+            "true_V0_ml": params.v0_ml,
+            "true_a_per_year": params.a_per_year,
+            "true_K_ml": params.k_ml,
+            "growth_class": params.growth_class,
+            "target_volume_ml": target,
+            "attachment_site": site,
+        }
         rows.append(row)
     return rows
 
 
-def split_subjects(subject_ids: list[str], split: tuple[float, float, float], seed: int
-                   ) -> dict[str, list[str]]:
+def split_subjects(subject_ids: list[str], split: tuple[float, float, float], seed: int) -> dict[str, list[str]]:
     """Seeded subject-level split into training / validation / test (each non-empty when n >= 3)."""
     if len(split) != 3 or min(split) < 0 or sum(split) <= 0:
         raise ValueError(f"split must be 3 non-negative fractions, got {split}")
@@ -169,16 +194,20 @@ def split_subjects(subject_ids: list[str], split: tuple[float, float, float], se
         n_val, n_test = max(n_val, int(fr[1] > 0)), max(n_test, int(fr[2] > 0))
     n_train = max(n - n_val - n_test, 0)
     names = [subject_ids[i] for i in order]
-    return {"training": sorted(names[:n_train]), "validation": sorted(names[n_train:n_train + n_val]),
-            "test": sorted(names[n_train + n_val:])}
+    return {
+        "training": sorted(names[:n_train]),
+        "validation": sorted(names[n_train : n_train + n_val]),
+        "test": sorted(names[n_train + n_val :]),
+    }
 
 
 def _fmt(v: object) -> object:
     return f"{v:.9g}" if isinstance(v, float) else v
 
 
-def write_tables(out: pathlib.Path, rows: list[dict[str, object]], split: tuple[float, float, float],
-                 seed: int) -> None:
+def write_tables(
+    out: pathlib.Path, rows: list[dict[str, object]], split: tuple[float, float, float], seed: int
+) -> None:
     """cohort.csv (one row per scan), times.csv and the decathlon-style datalist.json (relative paths)."""
     with open(out / "cohort.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(COHORT_COLUMNS), lineterminator="\n")
@@ -193,20 +222,37 @@ def write_tables(out: pathlib.Path, rows: list[dict[str, object]], split: tuple[
     subjects = sorted({str(r["subject_id"]) for r in rows})
     groups = split_subjects(subjects, split, seed)
     which = {s: k for k, ss in groups.items() for s in ss}
-    datalist: dict[str, object] = {"name": "synthetic-meningioma", "modalities": list(MODALITIES),
-                                   "training": [], "validation": [], "test": []}
+    datalist: dict[str, object] = {
+        "name": "synthetic-meningioma",
+        "modalities": list(MODALITIES),
+        "training": [],
+        "validation": [],
+        "test": [],
+    }
     for r in rows:
         cid = str(r["case_id"])
-        item = {"case_id": cid, "subject_id": r["subject_id"], "timepoint": r["timepoint"],
-                "time_years": round(float(r["time_years"]), 6),
-                "image": [f"{cid}/{cid}-{m}.nii.gz" for m in MODALITIES], "label": f"{cid}/{cid}-seg.nii.gz"}
+        item = {
+            "case_id": cid,
+            "subject_id": r["subject_id"],
+            "timepoint": r["timepoint"],
+            "time_years": round(float(r["time_years"]), 6),
+            "image": [f"{cid}/{cid}-{m}.nii.gz" for m in MODALITIES],
+            "label": f"{cid}/{cid}-seg.nii.gz",
+        }
         datalist[which[str(r["subject_id"])]].append(item)  # type: ignore[union-attr]
     (out / "datalist.json").write_text(json.dumps(datalist, indent=1) + "\n")
 
 
-def generate_cohort(out_dir: str, subjects: int = 40, timepoints: int = 4, seed: int = 0,
-                    spacing: float = 1.0, workers: int = 2, growth: str = "realistic",
-                    split: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> pathlib.Path:
+def generate_cohort(
+    out_dir: str,
+    subjects: int = 40,
+    timepoints: int = 4,
+    seed: int = 0,
+    spacing: float = 1.0,
+    workers: int = 2,
+    growth: str = "realistic",
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15),
+) -> pathlib.Path:
     """Write a synthetic BraTS-MEN-style longitudinal cohort under ``out_dir`` and return its path.
 
     ``spacing`` (mm) > 1 gives a coarser grid over the same 240x240x155 mm field of view (7.5 -> 32x32x21);

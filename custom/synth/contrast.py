@@ -30,8 +30,14 @@ INTENSITY_SCALE: float = 1000.0
 EDEMA_WEIGHT: float = 0.7  # edema signal replaces this fraction of the underlying tissue signal
 
 
-def smooth_noise(rng: np.random.Generator, axes: tuple[np.ndarray, ...], centre: np.ndarray, order: int,
-                 sd: float, half_width: float = 120.0) -> np.ndarray:
+def smooth_noise(
+    rng: np.random.Generator,
+    axes: tuple[np.ndarray, ...],
+    centre: np.ndarray,
+    order: int,
+    sd: float,
+    half_width: float = 120.0,
+) -> np.ndarray:
     """Random smooth field on a grid: DCT coefficients ~ N(0, sd^2 / (1 + k)^2), constant term 0."""
     k = np.indices((order,) * 3).sum(axis=0)
     coeffs = rng.normal(0.0, 1.0, size=(order,) * 3) * sd / (1.0 + k)
@@ -44,7 +50,7 @@ def tissue_image(modality: str, tissues: dict[str, np.ndarray], seg: np.ndarray)
     """Noise-free image of one modality: partial-volume tissue mix, then edema / tumour labels."""
     mu = TISSUE_MEANS[modality]
     total = tissues["gm"] + tissues["wm"] + tissues["csf"]
-    img = (tissues["gm"] * mu["gm"] + tissues["wm"] * mu["wm"] + tissues["csf"] * mu["csf"])
+    img = tissues["gm"] * mu["gm"] + tissues["wm"] * mu["wm"] + tissues["csf"] * mu["csf"]
     img = img / np.maximum(total, 1e-3)
     img = np.where(seg == 2, (1 - EDEMA_WEIGHT) * img + EDEMA_WEIGHT * mu["ed"], img)
     img = np.where(seg == 3, mu["et"], img)
@@ -52,8 +58,9 @@ def tissue_image(modality: str, tissues: dict[str, np.ndarray], seg: np.ndarray)
     return img.astype(np.float32)
 
 
-def scanner(rng: np.random.Generator, img: np.ndarray, foreground: np.ndarray,
-            axes: tuple[np.ndarray, ...], centre: np.ndarray) -> np.ndarray:
+def scanner(
+    rng: np.random.Generator, img: np.ndarray, foreground: np.ndarray, axes: tuple[np.ndarray, ...], centre: np.ndarray
+) -> np.ndarray:
     """Apply gain x bias field, Rician noise, mask to the foreground and quantise to int16 (>= 0)."""
     gain = INTENSITY_SCALE * float(np.exp(rng.normal(0.0, 0.15)))
     bias = np.exp(smooth_noise(rng, axes, centre, order=3, sd=0.12))
@@ -68,8 +75,13 @@ def scanner(rng: np.random.Generator, img: np.ndarray, foreground: np.ndarray,
     return out
 
 
-def synthesize(rng: np.random.Generator, tissues: dict[str, np.ndarray], seg: np.ndarray,
-               foreground: np.ndarray, axes: tuple[np.ndarray, ...], centre: np.ndarray
-               ) -> dict[str, np.ndarray]:
+def synthesize(
+    rng: np.random.Generator,
+    tissues: dict[str, np.ndarray],
+    seg: np.ndarray,
+    foreground: np.ndarray,
+    axes: tuple[np.ndarray, ...],
+    centre: np.ndarray,
+) -> dict[str, np.ndarray]:
     """All four modalities (int16, channel order of :data:`MODALITIES`) for one scan."""
     return {m: scanner(rng, tissue_image(m, tissues, seg), foreground, axes, centre) for m in MODALITIES}

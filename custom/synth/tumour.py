@@ -80,7 +80,10 @@ class TumourShape:
             radii.append(r)
         has_core = rng.random() < 0.5
         return TumourShape(
-            base=np.asarray(base, float), normal=n, centres=np.asarray(centres), radii=np.asarray(radii),
+            base=np.asarray(base, float),
+            normal=n,
+            centres=np.asarray(centres),
+            radii=np.asarray(radii),
             ncr_fraction_radius=float(rng.uniform(0.3, 0.5)),
             ncr_threshold_ml=float(rng.uniform(8.0, 25.0)) if has_core else float("inf"),
         )
@@ -102,7 +105,7 @@ class TumourShape:
         """Smallest ``s`` with ``rel`` inside (inf beyond the dural plane): per lobe, the positive root of
         ``(r^2 - |c|^2) s^2 + 2 s (x.c) - |x|^2 = 0`` (``|x - s c| = s r``), minimised over lobes."""
         best = np.full(len(rel), np.inf)
-        x2 = (rel ** 2).sum(axis=1)
+        x2 = (rel**2).sum(axis=1)
         for c, r in zip(self.centres, self.radii):
             a = r * r - float(c @ c)
             xc = rel @ c
@@ -112,11 +115,16 @@ class TumourShape:
 
     def core(self, rel: np.ndarray, s: float) -> np.ndarray:
         q = rel / s
-        return ((q - self.centres[0]) ** 2).sum(axis=1) <= self.ncr_fraction_radius ** 2
+        return ((q - self.centres[0]) ** 2).sum(axis=1) <= self.ncr_fraction_radius**2
 
 
-def find_attachment(brain_along: Callable[[np.ndarray], np.ndarray], centre: np.ndarray, direction: np.ndarray,
-                    step_mm: float = 0.5, max_mm: float = 140.0) -> tuple[np.ndarray, np.ndarray]:
+def find_attachment(
+    brain_along: Callable[[np.ndarray], np.ndarray],
+    centre: np.ndarray,
+    direction: np.ndarray,
+    step_mm: float = 0.5,
+    max_mm: float = 140.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """March from ``centre`` along ``direction`` until the soft brain mask drops below 0.5.
 
     ``brain_along(points [3, N]) -> prob [N]`` samples the subject's brain mask. Returns the surface
@@ -139,8 +147,9 @@ def find_attachment(brain_along: Callable[[np.ndarray], np.ndarray], centre: np.
     return surface, normal
 
 
-def grid_box(affine: np.ndarray, shape: tuple[int, ...], centre: np.ndarray, radius_mm: float
-             ) -> tuple[tuple[slice, ...], np.ndarray]:
+def grid_box(
+    affine: np.ndarray, shape: tuple[int, ...], centre: np.ndarray, radius_mm: float
+) -> tuple[tuple[slice, ...], np.ndarray]:
     """Index box of the grid around a world ball; returns slices and the box's world points [N, 3]."""
     inv = np.linalg.inv(affine)
     c = inv[:3, :3] @ centre + inv[:3, 3]
@@ -153,8 +162,13 @@ def grid_box(affine: np.ndarray, shape: tuple[int, ...], centre: np.ndarray, rad
     return sl, world
 
 
-def voxelise(shape_: TumourShape, target_ml: float, affine: np.ndarray, grid_shape: tuple[int, ...],
-             allowed: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, float]:
+def voxelise(
+    shape_: TumourShape,
+    target_ml: float,
+    affine: np.ndarray,
+    grid_shape: tuple[int, ...],
+    allowed: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, float]:
     """Label map (0 / 1 ncr / 3 et) with ``round(target / voxel volume)`` tumour voxels; also returns ``s``.
 
     Every lobe contains ``P``, so the shape is star-shaped about ``P`` and nested in ``s``: each voxel
@@ -200,15 +214,16 @@ def mass_effect_pullback(points: np.ndarray, centre: np.ndarray, radius: float, 
     ``rho = cbrt(max(r^3 - R^3 exp(-max(r - R, 0)/lambda), 0))`` along the ray from ``centre``.
     """
     rel = points - centre.reshape((3,) + (1,) * (points.ndim - 1))
-    r = np.sqrt((rel ** 2).sum(axis=0))
-    rho3 = r ** 3 - radius ** 3 * np.exp(-np.maximum(r - radius, 0.0) / decay)
+    r = np.sqrt((rel**2).sum(axis=0))
+    rho3 = r**3 - radius**3 * np.exp(-np.maximum(r - radius, 0.0) / decay)
     rho = np.cbrt(np.maximum(rho3, 0.0))
     ratio = np.where(r > 1e-6, rho / np.maximum(r, 1e-6), 0.0)
     return centre.reshape((3,) + (1,) * (points.ndim - 1)) + rel * ratio
 
 
-def paint_edema(seg: np.ndarray, brain: np.ndarray, wm: np.ndarray, spacing: float, reach_mm: float,
-                noise: np.ndarray | None = None) -> np.ndarray:
+def paint_edema(
+    seg: np.ndarray, brain: np.ndarray, wm: np.ndarray, spacing: float, reach_mm: float, noise: np.ndarray | None = None
+) -> np.ndarray:
     """Label 2 in brain voxels within ``reach_mm x (0.4 + 0.9 WM) x noise`` of the tumour (labels 1, 3)."""
     tumour = seg > 0
     if reach_mm <= 0 or not tumour.any():

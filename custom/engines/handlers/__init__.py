@@ -11,6 +11,19 @@ from custom.engines.handlers.resume import ResumeHandler
 from custom.engines.handlers.schedules import ScheduleHandler
 from custom.engines.handlers.tidy_csv import TidyCSVWriter
 
-__all__ = ["DashboardWriter", "EpochAverager", "LatentWriter", "ModelConfigWriter", "NonFiniteGuard", "NonFiniteTrainingError", "RNGState",
-           "EvaluationFigures", "ReconstructionFigures", "ResumeHandler", "ScheduleHandler", "TidyCSVWriter", "TrainingCheckpoints",
-           "ValidationDiagnostics"]
+__all__ = [
+    "DashboardWriter",
+    "EpochAverager",
+    "LatentWriter",
+    "ModelConfigWriter",
+    "NonFiniteGuard",
+    "NonFiniteTrainingError",
+    "RNGState",
+    "EvaluationFigures",
+    "ReconstructionFigures",
+    "ResumeHandler",
+    "ScheduleHandler",
+    "TidyCSVWriter",
+    "TrainingCheckpoints",
+    "ValidationDiagnostics",
+]

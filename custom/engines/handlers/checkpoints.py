@@ -84,8 +84,12 @@ class LoaderRNGState:
             for r, s in zip(rngs, saved):
                 r.set_state(s)
         elif saved:
-            logger.warning("resume: the augmentation RNGs (%d saved, %d now) do not match; the resumed epochs "
-                           "augment differently from an uninterrupted run", len(saved), len(rngs))
+            logger.warning(
+                "resume: the augmentation RNGs (%d saved, %d now) do not match; the resumed epochs "
+                "augment differently from an uninterrupted run",
+                len(saved),
+                len(rngs),
+            )
 
 
 def transform_rngs(transform: Any) -> list[np.random.RandomState]:
@@ -150,8 +154,16 @@ class TrainingCheckpoints:
     is one from before its penalty started (a recorded H100 run picked epoch 10 of 40 with DIP starting at 10).
     """
 
-    def __init__(self, ckpt_dir: str, model_dir: str, save_dict: dict[str, Any], network: torch.nn.Module,
-                 interval: int = 1, best_metric: str = "val_epoch/loss", best_after_epoch: int = 0) -> None:
+    def __init__(
+        self,
+        ckpt_dir: str,
+        model_dir: str,
+        save_dict: dict[str, Any],
+        network: torch.nn.Module,
+        interval: int = 1,
+        best_metric: str = "val_epoch/loss",
+        best_after_epoch: int = 0,
+    ) -> None:
         self.ckpt_dir = str(ckpt_dir)
         self.model_dir = Path(model_dir)
         self.save_dict = dict(save_dict)

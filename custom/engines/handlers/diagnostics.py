@@ -59,11 +59,20 @@ class ValidationDiagnostics:
             this pass's subjects (``probe/r2_*``), next to the within-pass CV probe (``probe_cv/r2_*``).
     """
 
-    def __init__(self, free_bits: float = 0.0, probes: bool = True, disentanglement: bool = False,
-                 partition: dict[str, list[int]] | None = None, metrics_json: str | None = None,
-                 latents_out: str | None = None, min_probe_subjects: int = 4,
-                 probe_fit_latents: str | None = None, factor_index: dict[str, list[int]] | None = None,
-                 probe_select_latents: str | None = None, probe_fit_source: Any = None) -> None:
+    def __init__(
+        self,
+        free_bits: float = 0.0,
+        probes: bool = True,
+        disentanglement: bool = False,
+        partition: dict[str, list[int]] | None = None,
+        metrics_json: str | None = None,
+        latents_out: str | None = None,
+        min_probe_subjects: int = 4,
+        probe_fit_latents: str | None = None,
+        factor_index: dict[str, list[int]] | None = None,
+        probe_select_latents: str | None = None,
+        probe_fit_source: Any = None,
+    ) -> None:
         self.free_bits = float(free_bits)
         self.probes = probes
         self.disentanglement = disentanglement
@@ -93,8 +102,9 @@ class ValidationDiagnostics:
         if isinstance(out, dict):
             self._rows.append(out)
 
-    def _fit_latents(self, mu: np.ndarray, factors: np.ndarray, which: str = "probe_fit_latents"
-                     ) -> dict[str, np.ndarray] | None:
+    def _fit_latents(
+        self, mu: np.ndarray, factors: np.ndarray, which: str = "probe_fit_latents"
+    ) -> dict[str, np.ndarray] | None:
         """The ``.npz`` named by attribute ``which`` as arrays (mu, factors, subject_id), or None when not
         configured/written."""
         name = getattr(self, which)
@@ -102,15 +112,24 @@ class ValidationDiagnostics:
             return None
         path = Path(name)
         if not path.exists():
-            logger.warning("%s %s does not exist: %s", which, path,
-                           "probes are cross-validated within this pass" if which == "probe_fit_latents"
-                           else "the probes' penalty is chosen by CV over the fit subjects")
+            logger.warning(
+                "%s %s does not exist: %s",
+                which,
+                path,
+                (
+                    "probes are cross-validated within this pass"
+                    if which == "probe_fit_latents"
+                    else "the probes' penalty is chosen by CV over the fit subjects"
+                ),
+            )
             return None
         with np.load(path) as fit:
             out = {k: fit[k] for k in ("mu", "factors", "subject_id")}
         if out["factors"].shape[1] != factors.shape[1] or out["mu"].shape[1] != mu.shape[1]:
-            raise ValueError(f"{path}: latents/factors of another shape than this pass "
-                             f"({out['mu'].shape}, {out['factors'].shape} vs {mu.shape}, {factors.shape})")
+            raise ValueError(
+                f"{path}: latents/factors of another shape than this pass "
+                f"({out['mu'].shape}, {out['factors'].shape} vs {mu.shape}, {factors.shape})"
+            )
         return out
 
     def _source_latents(self, mu: np.ndarray, factors: np.ndarray) -> dict[str, np.ndarray] | None:
@@ -124,17 +143,26 @@ class ValidationDiagnostics:
         return fit
 
     @staticmethod
-    def _held_out_probe(fit: dict[str, np.ndarray] | None, mu: np.ndarray, factors: np.ndarray,
-                        select: dict[str, np.ndarray] | None = None) -> dict[str, float] | None:
+    def _held_out_probe(
+        fit: dict[str, np.ndarray] | None,
+        mu: np.ndarray,
+        factors: np.ndarray,
+        select: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, float] | None:
         """R² per factor of a probe fitted on ``fit`` (the probe-fit latents), its penalty chosen on ``select``
         (validation latents) when given, scored on ``(mu, factors)``."""
         if fit is None:
             return None
         from custom.metrics.probes import held_out_probe_r2
-        sel = {} if select is None else {"mu_select": select["mu"], "factors_select": select["factors"],
-                                         "groups_select": select["subject_id"]}
-        res = held_out_probe_r2(fit["mu"], fit["factors"], mu, factors, list(FACTOR_NAMES),
-                                groups_fit=fit["subject_id"], **sel)
+
+        sel = (
+            {}
+            if select is None
+            else {"mu_select": select["mu"], "factors_select": select["factors"], "groups_select": select["subject_id"]}
+        )
+        res = held_out_probe_r2(
+            fit["mu"], fit["factors"], mu, factors, list(FACTOR_NAMES), groups_fit=fit["subject_id"], **sel
+        )
         return {**res["r2"], "_alpha_from_validation": float(res["alpha_from"] == "validation")}
 
     # ------------------------------------------------------------------
@@ -163,9 +191,15 @@ class ValidationDiagnostics:
             vals = [r["image_metrics"][key] for r in rows]
             m[f"val_epoch/{key}"] = float(np.average(vals, weights=weights))
 
-        summary = collapse_summary(mu, logvar, kl_per_dim=kl_per_dim_gaussian(mu, logvar), free_bits=self.free_bits,
-                                   recon_mu_mse=float(mse_mu.mean()), recon_z0_mse=float(mse_z0.mean()),
-                                   recon_sampled_mse=float(mse_s.mean()))
+        summary = collapse_summary(
+            mu,
+            logvar,
+            kl_per_dim=kl_per_dim_gaussian(mu, logvar),
+            free_bits=self.free_bits,
+            recon_mu_mse=float(mse_mu.mean()),
+            recon_z0_mse=float(mse_z0.mean()),
+            recon_sampled_mse=float(mse_s.mean()),
+        )
         for key, value in summary.items():
             if isinstance(value, (bool, int, float, np.floating, np.integer)):
                 m[f"diag/{key}"] = float(value)
@@ -180,6 +214,7 @@ class ValidationDiagnostics:
             fit = self._fit_latents(mu, factors) or self._source_latents(mu, factors)
         if self.probes and enough:
             from custom.metrics.probes import PROBE_ALPHAS, linear_probe_r2
+
             probe = linear_probe_r2(mu, factors, list(FACTOR_NAMES), groups=subjects, alpha=PROBE_ALPHAS)["r2"]
             select = self._fit_latents(mu, factors, "probe_select_latents") if fit is not None else None
             held_out = self._held_out_probe(fit, mu, factors, select)
@@ -202,18 +237,42 @@ class ValidationDiagnostics:
                     m[key] = float(value)
 
         engine.state.metrics.update(m)
-        engine.state.latents = {"mu": mu, "logvar": logvar, "factors": factors, "case_id": case_ids,
-                                "subject_id": subjects, "mse_mu": mse_mu, "mse_z0": mse_z0}
+        engine.state.latents = {
+            "mu": mu,
+            "logvar": logvar,
+            "factors": factors,
+            "case_id": case_ids,
+            "subject_id": subjects,
+            "mse_mu": mse_mu,
+            "mse_z0": mse_z0,
+        }
         engine.state.collapse_verdict = verdict
-        logger.info("validation: %s | AU %d/%d | recon mu %.4f z0 %.4f", verdict, int(summary["au_count"]),
-                    mu.shape[1], mse_mu.mean(), mse_z0.mean())
-        self._payload = {"n_cases": len(case_ids), "n_subjects": len(set(subjects)), "verdict": verdict,
-                         "details": {k: v for k, v in extra.items() if not isinstance(v, (int, float))}}
+        logger.info(
+            "validation: %s | AU %d/%d | recon mu %.4f z0 %.4f",
+            verdict,
+            int(summary["au_count"]),
+            mu.shape[1],
+            mse_mu.mean(),
+            mse_z0.mean(),
+        )
+        self._payload = {
+            "n_cases": len(case_ids),
+            "n_subjects": len(set(subjects)),
+            "verdict": verdict,
+            "details": {k: v for k, v in extra.items() if not isinstance(v, (int, float))},
+        }
         if self.latents_out:
             path = Path(self.latents_out)
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, mu=mu, logvar=logvar, factors=factors if factors is not None else np.zeros((len(mu), 0)),
-                     factor_names=np.array(FACTOR_NAMES), case_id=np.array(case_ids), subject_id=np.array(subjects))
+            np.savez(
+                path,
+                mu=mu,
+                logvar=logvar,
+                factors=factors if factors is not None else np.zeros((len(mu), 0)),
+                factor_names=np.array(FACTOR_NAMES),
+                case_id=np.array(case_ids),
+                subject_id=np.array(subjects),
+            )
 
     def _write_metrics_json(self, engine: Engine) -> None:
         payload = self._payload
@@ -225,14 +284,19 @@ class ValidationDiagnostics:
         path.write_text(json.dumps({**payload, "metrics": metrics}, indent=1, default=_json_default))
 
 
-def _partition_r2(mu: np.ndarray, factors: np.ndarray, partition: dict[str, list[int]],
-                  factor_index: dict[str, list[int]] | None = None) -> dict[str, float]:
+def _partition_r2(
+    mu: np.ndarray,
+    factors: np.ndarray,
+    partition: dict[str, list[int]],
+    factor_index: dict[str, list[int]] | None = None,
+) -> dict[str, float]:
     """Held-out-free R² of the partition's own coordinates against their factors (affine fit per coordinate).
 
     The supervised coordinates are trained to equal the standardised factor, so an affine 1-D fit
     (squared Pearson correlation) is the fair score; the probes above give the cross-validated view.
     """
     from custom.metrics.probes import single_latent_r2
+
     out: dict[str, float] = {}
     names = {g: [FACTOR_NAMES[i] for i in idx] for g, idx in (factor_index or {}).items()}
     names = {g: list(v) for g, v in DEFAULT_FACTOR_GROUPS.items()} | names
@@ -256,8 +320,9 @@ def _partition_r2(mu: np.ndarray, factors: np.ndarray, partition: dict[str, list
     return out
 
 
-def _disentanglement(mu: np.ndarray, factors: np.ndarray, subjects: list[str],
-                     fit: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+def _disentanglement(
+    mu: np.ndarray, factors: np.ndarray, subjects: list[str], fit: dict[str, np.ndarray] | None = None
+) -> dict[str, Any]:
     """DCI, SAP (regressors fitted on ``fit`` -- the training split's encodings -- when given, else on a
     subject-grouped split of this pass), MIG with oracle and null, total correlation and covariance of mu."""
     from custom.metrics.covariance import offdiag_covariance

@@ -115,6 +115,8 @@ class EpochAverager:
         seconds = time.perf_counter() - self._t0
         metrics = engine.state.metrics
         metrics[self.prefix + "seconds"] = seconds
-        metrics[self.prefix + "volumes_per_s"] = self._volumes * rank_and_world()[1] / seconds if seconds > 0 else float("nan")
+        metrics[self.prefix + "volumes_per_s"] = (
+            self._volumes * rank_and_world()[1] / seconds if seconds > 0 else float("nan")
+        )
         if device is not None:
             metrics[self.prefix + "peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30

@@ -28,8 +28,9 @@ class ReconstructionFigures:
     mean "every 400 epochs" under ``val_interval 10``.
     """
 
-    def __init__(self, out_dir: str, every: int = 1, save_nifti: bool = True, summary_writer: Any = None,
-                 tag: str | None = None) -> None:
+    def __init__(
+        self, out_dir: str, every: int = 1, save_nifti: bool = True, summary_writer: Any = None, tag: str | None = None
+    ) -> None:
         self.tag = tag
         self.out_dir = Path(out_dir)
         self.every = max(1, int(every))
@@ -68,9 +69,14 @@ class ReconstructionFigures:
                 stem = f"recon_{when}_{case}"
                 segs = kept.get("seg")
                 seg = segs[i] if segs is not None and np.any(segs[i] > 0) else None
-                png = plot_reconstruction(x, x_hat, str(self.out_dir / f"{stem}.png"), seg=seg,
-                                          title=f"{case} - {self.tag or f'epoch {epoch}'} (reconstruction from mu; "
-                                                f"planes through {'the tumour' if seg is not None else 'the centre'})")
+                png = plot_reconstruction(
+                    x,
+                    x_hat,
+                    str(self.out_dir / f"{stem}.png"),
+                    seg=seg,
+                    title=f"{case} - {self.tag or f'epoch {epoch}'} (reconstruction from mu; "
+                    f"planes through {'the tumour' if seg is not None else 'the centre'})",
+                )
                 first_png = first_png or png
                 if self.save_nifti:
                     affine = kept["affine"][i] if kept["affine"][i] is not None else np.eye(4)
@@ -78,6 +84,7 @@ class ReconstructionFigures:
                     nib.save(nib.Nifti1Image(img, affine), str(self.out_dir / f"{stem}_recon.nii.gz"))
         if self.writer is not None and first_png:
             import matplotlib.image as mpimg
+
             arr = mpimg.imread(first_png)[..., :3]
             self.writer.add_image("val/reconstruction", arr, global_step=epoch, dataformats="HWC")
 
@@ -111,8 +118,16 @@ class EvaluationFigures:
     there into ``metrics.json``, which :class:`ValidationDiagnostics` writes when the run completes).
     """
 
-    def __init__(self, metrics_csv: str, dashboard_png: str, traversal_png: str, network: Any,
-                 partition: dict[str, list[int]] | None = None, steps: int = 7, span: float = 2.0) -> None:
+    def __init__(
+        self,
+        metrics_csv: str,
+        dashboard_png: str,
+        traversal_png: str,
+        network: Any,
+        partition: dict[str, list[int]] | None = None,
+        steps: int = 7,
+        span: float = 2.0,
+    ) -> None:
         self.metrics_csv = metrics_csv
         self.dashboard_png = dashboard_png
         self.traversal_png = traversal_png
@@ -143,8 +158,15 @@ class EvaluationFigures:
         latents = getattr(engine.state, "latents", None)
         if latents is None or len(latents["mu"]) < 2:
             return
-        trav = write_traversal(self.network, latents["mu"], self.traversal_png, partition=self.partition,
-                               steps=self.steps, span=self.span, device=engine.state.device)
+        trav = write_traversal(
+            self.network,
+            latents["mu"],
+            self.traversal_png,
+            partition=self.partition,
+            steps=self.steps,
+            span=self.span,
+            device=engine.state.device,
+        )
         try:
             engine.state.metrics.update(self._response(engine, latents["mu"], trav))
         except ValueError as err:  # no tumour on the kept cases, or nothing to calibrate on
@@ -157,8 +179,12 @@ class EvaluationFigures:
         from custom.metrics.traversal_response import traversal_response, tumour_threshold
         from custom.traversal import traversal_images
 
-        cases = [(k["x"][i, 0].numpy(), k["seg"][i], k["affine"][i], k["case_id"][i])
-                 for k in self._kept for i in range(len(k["case_id"])) if k.get("seg") is not None]
+        cases = [
+            (k["x"][i, 0].numpy(), k["seg"][i], k["affine"][i], k["case_id"][i])
+            for k in self._kept
+            for i in range(len(k["case_id"]))
+            if k.get("seg") is not None
+        ]
         if not cases:
             raise ValueError("the kept cases have no segmentation")
         tau = tumour_threshold(np.stack([c[0] for c in cases]), np.stack([c[1] for c in cases]))
@@ -169,19 +195,42 @@ class EvaluationFigures:
             if case_id not in rows:
                 continue
             n = rows[case_id]
-            imgs = trav.images if n == 0 else traversal_images(
-                self.network, mu[n], coords, trav.spread, steps=self.steps, span=self.span,
-                device=engine.state.device)[0]
+            imgs = (
+                trav.images
+                if n == 0
+                else traversal_images(
+                    self.network,
+                    mu[n],
+                    coords,
+                    trav.spread,
+                    steps=self.steps,
+                    span=self.span,
+                    device=engine.state.device,
+                )[0]
+            )
             spacing = np.abs(np.asarray(affine, dtype=float)[:3, :3]).sum(0) if affine is not None else np.ones(3)
             r = traversal_response(imgs, values, tau, spacing)
-            per_case.append({"case_id": case_id, "volume_spearman": r["volume_spearman"].tolist(),
-                             "shift_mm": r["shift_mm"].tolist(), "bright_voxels": r["counts"].tolist()})
+            per_case.append(
+                {
+                    "case_id": case_id,
+                    "volume_spearman": r["volume_spearman"].tolist(),
+                    "shift_mm": r["shift_mm"].tolist(),
+                    "bright_voxels": r["counts"].tolist(),
+                }
+            )
         if not per_case:
             raise ValueError("the kept cases are not among the encoded ones")
         rho = np.nanmean([c["volume_spearman"] for c in per_case], axis=0)
         shift = np.nanmean([c["shift_mm"] for c in per_case], axis=0)
-        report = {"tau": tau, "offsets": values, "coords": coords, "labels": trav.labels, "cases": per_case,
-                  "volume_spearman_mean": rho.tolist(), "shift_mm_mean": shift.tolist()}
+        report = {
+            "tau": tau,
+            "offsets": values,
+            "coords": coords,
+            "labels": trav.labels,
+            "cases": per_case,
+            "volume_spearman_mean": rho.tolist(),
+            "shift_mm_mean": shift.tolist(),
+        }
         out = Path(self.traversal_png).with_name("traversal_response.json")
         out.write_text(json.dumps(report, indent=1, default=float) + "\n")
         metrics: dict[str, float] = {}
@@ -190,7 +239,7 @@ class EvaluationFigures:
             if coord in vol:
                 metrics["traversal/z_vol_volume_spearman"] = float(rho[j])
             for a, axis in enumerate("xyz"):
-                if coord in (self.partition or {}).get("loc", [])[a:a + 1]:
+                if coord in (self.partition or {}).get("loc", [])[a : a + 1]:
                     metrics[f"traversal/z_loc_{axis}_shift_mm"] = float(shift[j, a])
         metrics["traversal/max_abs_volume_spearman"] = float(np.nanmax(np.abs(rho)))
         return metrics

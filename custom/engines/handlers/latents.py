@@ -37,6 +37,9 @@ class LatentWriter:
             mu, logvar = self.vae.encode(x.to(engine.state.device).float())
             case = item.get("case_id") or Path(str(getattr(image, "meta", {}).get("filename_or_obj", "case"))).name
             case = case[0] if isinstance(case, (list, tuple)) else case
-            payload = {"case_id": str(case), "mu": mu.float().cpu().flatten().tolist(),
-                       "logvar": logvar.float().cpu().flatten().tolist()}
+            payload = {
+                "case_id": str(case),
+                "mu": mu.float().cpu().flatten().tolist(),
+                "logvar": logvar.float().cpu().flatten().tolist(),
+            }
             (self.output_dir / f"{Path(str(case)).name.split('.')[0]}_latents.json").write_text(json.dumps(payload))

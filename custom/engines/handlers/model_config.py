@@ -48,8 +48,14 @@ def network_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     A config written before ``decoder_output_layer`` was recorded describes the older decoder (a 3x3x3 output
     convolution after a full-resolution block), so it gets :data:`LEGACY_DECODER`.
     """
-    keys = ("spatial_size", "z_dim", "use_sbd", "posterior_logvar_min", "sbd_coords_every_stage",
-            "decoder_output_layer")
+    keys = (
+        "spatial_size",
+        "z_dim",
+        "use_sbd",
+        "posterior_logvar_min",
+        "sbd_coords_every_stage",
+        "decoder_output_layer",
+    )
     kwargs = {k: cfg[k] for k in keys if k in cfg}
     if cfg and "decoder_output_layer" not in cfg:
         kwargs.update(LEGACY_DECODER)

@@ -45,9 +45,13 @@ class NonFiniteGuard:
         state = getattr(engine.state, "nonfinite", None)
         if not state or len(state["events"]) == self._seen:
             return
-        for event in state["events"][self._seen:]:
-            logger.warning("non-finite loss/gradient at epoch %d iteration %d (cases %s): step skipped",
-                           event["epoch"], event["iteration"], ", ".join(event["case_ids"]))
+        for event in state["events"][self._seen :]:
+            logger.warning(
+                "non-finite loss/gradient at epoch %d iteration %d (cases %s): step skipped",
+                event["epoch"],
+                event["iteration"],
+                ", ".join(event["case_ids"]),
+            )
             if self.log_path is not None:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 with self.log_path.open("a") as fh:
@@ -60,8 +64,15 @@ class NonFiniteGuard:
                 net = getattr(engine.network, "module", engine.network)
                 net = getattr(net, "_orig_mod", net)
                 target = self.ckpt_dir / "nonfinite_last_good.pt"
-                torch.save({"network": net.state_dict(), "optimizer": engine.optimizer.state_dict(),
-                            "epoch": engine.state.epoch, "iteration": engine.state.iteration}, target)
+                torch.save(
+                    {
+                        "network": net.state_dict(),
+                        "optimizer": engine.optimizer.state_dict(),
+                        "epoch": engine.state.epoch,
+                        "iteration": engine.state.iteration,
+                    },
+                    target,
+                )
                 saved = f" The last good state is in {target}."
             last = state["events"][-1]
             raise NonFiniteTrainingError(

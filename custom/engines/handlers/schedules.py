@@ -25,9 +25,15 @@ class ScheduleHandler:
             step's own constant ``tumour_weight``.
     """
 
-    def __init__(self, beta: Callable[[int], float], capacity: Callable[[int], float] | None = None,
-                 dip_lambda: Callable[[int], float] | None = None, free_bits: float = 0.0, z_dim: int = 0,
-                 tumour_weight: Callable[[int], float] | None = None) -> None:
+    def __init__(
+        self,
+        beta: Callable[[int], float],
+        capacity: Callable[[int], float] | None = None,
+        dip_lambda: Callable[[int], float] | None = None,
+        free_bits: float = 0.0,
+        z_dim: int = 0,
+        tumour_weight: Callable[[int], float] | None = None,
+    ) -> None:
         self.beta = beta
         self.capacity = capacity
         self.dip_lambda = dip_lambda
@@ -54,5 +60,7 @@ class ScheduleHandler:
         engine.state.loss_kwargs = kwargs
         sched: dict[str, Any] = {f"sched/{k}": v for k, v in kwargs.items()}
         sched["sched/expected_kl_floor"] = self.free_bits * self.z_dim
-        sched["sched/lr"] = float(engine.optimizer.param_groups[0]["lr"]) if getattr(engine, "optimizer", None) else float("nan")
+        sched["sched/lr"] = (
+            float(engine.optimizer.param_groups[0]["lr"]) if getattr(engine, "optimizer", None) else float("nan")
+        )
         engine.state.sched = sched
