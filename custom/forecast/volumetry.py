@@ -1,0 +1,214 @@
+"""Measured-volume forecast baselines: what a clinician with the observed scans' segmentations could do.
+
+Each baseline sees only the measured volumes (``volume_ml``) of a subject's observed scans and, for its population
+part, the full measured trajectories of the training subjects. ``fit(train_cohort_rows)`` then
+``predict(task) -> forecast frame`` (see :mod:`custom.forecast.frames`). Times are years since the first scan.
+
+* ``LOCF``: ln V(t) = ln V_last (last observation carried forward).
+* ``LogLinear``: least-squares line in ln V through the observed scans; with one observed scan the slope is the
+  training subjects' median per-subject least-squares slope (a population slope).
+* ``EBGompertz``: per-subject Gompertz MAP fit (:mod:`custom.forecast.gompertz_map`) under an empirical-Bayes
+  prior on ``(ln a, g = ln K - ln V0)``: centre = median and sd = 1.4826 MAD of the per-subject fits of the
+  training subjects' full trajectories (under the broad prior ``BROAD_PRIOR``), noise sd = pooled residual sd
+  of those fits (a first pass on at most ``FIRST_PASS_SUBJECTS`` subjects at noise sd 0.05 sets the weight of the
+  broad prior; the second pass on all subjects uses its noise estimate).
+* ``ReducedGompertz`` (Vaghi et al., PLoS Comput Biol 2020): the same, with the population-level coupling
+  ``g = c0 + c1 ln a`` (robust Huber regression over the training fits, statsmodels RLM) in place of an
+  individual ``g``: the single individual growth parameter is ``a`` (``y0``, the initial log volume, is an
+  individual nuisance fitted to the observed scans, as the initial condition is in Vaghi's model).
+* ``MixedEffectsLogVolume``: statsmodels MixedLM, see :mod:`custom.forecast.mixed`.
+* ``Oracle``: the true law ``V(t) = K exp(ln(V0/K) e^{-a t})`` from ``true_V0_ml, true_a_per_year, true_K_ml``
+  (synthetic cohorts only): the floor set by measurement noise. Not a measured-volume baseline.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+
+from custom.forecast.frames import forecast_frame
+from custom.forecast.gompertz_map import GompertzFit, GompertzPrior, fit_gompertz_map
+from custom.forecast.mixed import MixedEffectsLogVolume, relative_times
+from custom.forecast.task import ForecastTask, check_cohort
+
+#: Broad prior of the first-stage (population-learning) fits: ln a ~ N(ln 0.2, 2^2), g ~ N(0.5, 3^2).
+BROAD_PRIOR: dict[str, float] = {"mu_log_a": float(np.log(0.2)), "sd_log_a": 2.0, "mu_gap": 0.5, "sd_gap": 3.0}
+#: Floors of the learned prior sds and of the noise sd (a population of identical, noise-free curves).
+MIN_SD_LOG_A, MIN_SD_GAP, MIN_NOISE_SD = 0.02, 0.01, 1e-4
+#: Noise sd of the first pass, before it is estimated from the data, and how many subjects that pass fits.
+FIRST_PASS_NOISE_SD, FIRST_PASS_SUBJECTS = 0.05, 500
+
+
+def _subject_arrays(df: pd.DataFrame) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(subject_id, years since first scan, ln V) per subject of a checked cohort frame."""
+    t_rel = relative_times(df)
+    y = np.log(df["volume_ml"].to_numpy(dtype=float))
+    return [(str(s), t_rel[idx], y[idx]) for s, idx in df.groupby("subject_id", sort=False).indices.items()]
+
+
+def _observed_arrays(task: ForecastTask) -> dict[str, tuple[float, np.ndarray, np.ndarray]]:
+    """subject -> (first scan time, years since first scan, ln V) of the task's observed scans."""
+    out = {}
+    for sid, g in task.observed.groupby("subject_id", sort=False):
+        t = g["time_years"].to_numpy(dtype=float)
+        out[str(sid)] = (float(t[0]), t - t[0], np.log(g["volume_ml"].to_numpy(dtype=float)))
+    return out
+
+
+def _robust_sd(x: np.ndarray) -> float:
+    """1.4826 median absolute deviation (a consistent estimate of the sd of a normal)."""
+    return float(1.4826 * np.median(np.abs(x - np.median(x))))
+
+
+class LOCF:
+    """Last observation carried forward: ln V(t) = ln V of the last observed scan."""
+
+    name = "LOCF"
+
+    def fit(self, cohort: pd.DataFrame) -> "LOCF":
+        return self
+
+    def predict(self, task: ForecastTask) -> pd.DataFrame:
+        return forecast_frame(task.targets, self.name, np.log(task.targets["last_obs_volume_ml"].to_numpy()))
+
+
+class LogLinear:
+    """Least-squares line of ln V over time through the observed scans; population slope when k_obs = 1."""
+
+    name = "LogLinear"
+
+    def fit(self, cohort: pd.DataFrame) -> "LogLinear":
+        slopes = [np.polyfit(t, y, 1)[0] for _, t, y in _subject_arrays(check_cohort(cohort)) if len(t) >= 2]
+        if not slopes:
+            raise ValueError("LogLinear needs training subjects with at least 2 scans for its population slope")
+        self.population_slope_ = float(np.median(slopes))
+        return self
+
+    def predict(self, task: ForecastTask) -> pd.DataFrame:
+        obs = _observed_arrays(task)
+        tg = task.targets
+        pred = np.empty(len(tg))
+        slope = np.empty(len(tg))
+        for sid, idx in tg.groupby("subject_id", sort=False).indices.items():
+            t_first, t, y = obs[sid]
+            if len(t) >= 2:
+                b1, b0 = np.polyfit(t, y, 1)
+            else:
+                b1, b0 = self.population_slope_, y[0]
+            pred[idx] = b0 + b1 * (tg["time_years"].to_numpy()[idx] - t_first)
+            slope[idx] = b1
+        out = forecast_frame(tg, self.name, pred)
+        out["pred_slope_log_per_year"] = slope
+        return out
+
+
+class EBGompertz:
+    """Per-subject Gompertz MAP fit in ln V under an empirical-Bayes population prior (module docstring)."""
+
+    name = "EBGompertz"
+    reduced = False
+
+    def __init__(self, noise_sd: float | None = None) -> None:
+        self.noise_sd = noise_sd
+
+    def _first_stage(self, subjects: list[tuple[str, np.ndarray, np.ndarray]], noise_sd: float) -> list[GompertzFit]:
+        prior = GompertzPrior(noise_sd=noise_sd, **BROAD_PRIOR)
+        return [fit_gompertz_map(t, y, prior) for _, t, y in subjects]
+
+    def fit(self, cohort: pd.DataFrame) -> "EBGompertz":
+        subjects = [s for s in _subject_arrays(check_cohort(cohort, "the training cohort")) if len(s[1]) >= 3]
+        if len(subjects) < 2:
+            raise ValueError(f"{self.name} needs at least 2 training subjects with 3 or more scans")
+        noise = self.noise_sd
+        if noise is None:
+            # pooled residual sd of a first pass (residual dof n_i - 3 per subject), then refit with it
+            first = subjects[:FIRST_PASS_SUBJECTS]
+            noise = self._pooled_noise(first, self._first_stage(first, FIRST_PASS_NOISE_SD))
+        fits = self._first_stage(subjects, noise)
+        if self.noise_sd is None:
+            noise = self._pooled_noise(subjects, fits)
+        la = np.array([f.log_a for f in fits])
+        gap = np.array([f.gap for f in fits])
+        self.first_stage_ = pd.DataFrame({"subject_id": [s[0] for s in subjects], "log_a": la, "gap": gap})
+        self.prior_ = self._population_prior(la, gap, noise)
+        return self
+
+    @staticmethod
+    def _pooled_noise(subjects: list[tuple[str, np.ndarray, np.ndarray]], fits: list[GompertzFit]) -> float:
+        ss = sum(float(np.sum((f.log_volume(t) - y) ** 2)) for (_, t, y), f in zip(subjects, fits) if len(t) > 3)
+        dof = sum(len(t) - 3 for _, t, _ in subjects if len(t) > 3)
+        if dof == 0:
+            raise ValueError("the noise sd needs training subjects with 4 or more scans (or pass noise_sd=...)")
+        return max(float(np.sqrt(ss / dof)), MIN_NOISE_SD)
+
+    def _population_prior(self, la: np.ndarray, gap: np.ndarray, noise: float) -> GompertzPrior:
+        return GompertzPrior(
+            mu_log_a=float(np.median(la)),
+            sd_log_a=max(_robust_sd(la), MIN_SD_LOG_A),
+            mu_gap=float(np.median(gap)),
+            sd_gap=max(_robust_sd(gap), MIN_SD_GAP),
+            noise_sd=noise,
+        )
+
+    def predict(self, task: ForecastTask) -> pd.DataFrame:
+        obs = _observed_arrays(task)
+        tg = task.targets
+        times = tg["time_years"].to_numpy()
+        pred, sd, rate = np.empty(len(tg)), np.empty(len(tg)), np.empty(len(tg))
+        for sid, idx in tg.groupby("subject_id", sort=False).indices.items():
+            t_first, t, y = obs[sid]
+            fit = fit_gompertz_map(t, y, self.prior_)
+            pred[idx] = fit.log_volume(times[idx] - t_first)
+            sd[idx] = fit.predictive_sd(times[idx] - t_first)
+            rate[idx] = fit.a
+        return forecast_frame(tg, self.name, pred, sd_log=sd, a_per_year=rate)
+
+
+class ReducedGompertz(EBGompertz):
+    """Reduced Gompertz (Vaghi et al. 2020): population coupling ``g = c0 + c1 ln a``, individual ``a`` (and y0)."""
+
+    name = "ReducedGompertz"
+
+    def _population_prior(self, la: np.ndarray, gap: np.ndarray, noise: float) -> GompertzPrior:
+        rlm = sm.RLM(gap, sm.add_constant(la), M=sm.robust.norms.HuberT()).fit()
+        c0, c1 = (float(v) for v in rlm.params)
+        return GompertzPrior(
+            mu_log_a=float(np.median(la)),
+            sd_log_a=max(_robust_sd(la), MIN_SD_LOG_A),
+            mu_gap=float("nan"),
+            sd_gap=float("nan"),
+            noise_sd=noise,
+            coupling=(c0, c1),
+        )
+
+
+class Oracle:
+    """The subject's true Gompertz law (synthetic cohorts): ``ln V(t) = ln K + ln(V0/K) e^{-a t}``, t on the
+    cohort's time axis (V0 is the law's volume at t = 0). Reads ``true_V0_ml, true_a_per_year, true_K_ml`` from the
+    task's truth frame."""
+
+    name = "Oracle"
+
+    def fit(self, cohort: pd.DataFrame) -> "Oracle":
+        return self
+
+    def predict(self, task: ForecastTask) -> pd.DataFrame:
+        tr = task.truth
+        cols = ["true_V0_ml", "true_a_per_year", "true_K_ml"]
+        if any(c not in tr or not np.all(np.isfinite(tr[c].to_numpy(dtype=float))) for c in cols):
+            raise ValueError(f"the Oracle needs finite {cols} for every target subject (a synthetic cohort)")
+        v0, a, k = (tr[c].to_numpy(dtype=float) for c in cols)
+        t = task.targets["time_years"].to_numpy(dtype=float)
+        pred = np.log(k) + np.log(v0 / k) * np.exp(-a * t)
+        return forecast_frame(task.targets, self.name, pred, a_per_year=a)
+
+
+#: Measured-volume baselines by name (the Oracle is not one: it knows the truth).
+MEASURED_BASELINES: dict[str, type] = {
+    "LOCF": LOCF,
+    "LogLinear": LogLinear,
+    "EBGompertz": EBGompertz,
+    "ReducedGompertz": ReducedGompertz,
+    "MixedEffectsLogVolume": MixedEffectsLogVolume,
+}
