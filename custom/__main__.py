@@ -9,6 +9,7 @@ Commands:
   probes         held-out probe figure (predicted vs true log volume, centroid) from evaluate.json's latents
   export-bundle  zip a trained bundle in the MONAI model-zoo form
   bench          training-throughput benchmark (GPU table, or a quick CPU mode)
+  forecast-baselines  measured-volume growth forecasts (LOCF, log-linear, Gompertz, mixed model) with intervals
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def _commands() -> dict:
         "export-bundle": cli.export_bundle,
         "export_bundle": cli.export_bundle,
         "bench": cli.bench,
+        "forecast-baselines": cli.forecast_baselines,
+        "forecast_baselines": cli.forecast_baselines,
     }
 
 

@@ -106,3 +106,24 @@ def bench(mode: str = "cpu", out: str | None = None, **kwargs: Any) -> str:
     from custom.bench import run_bench
 
     return run_bench(mode=mode, out=out, **kwargs)
+
+
+def forecast_baselines(
+    cohort: str,
+    out: str,
+    k_obs: str = "1,2",
+    seed: int = 0,
+    n_boot: int = 1000,
+    normalise: str = "auto",
+    methods: str | None = None,
+) -> str:
+    """Measured-volume forecast baselines on ``cohort`` (cohort.csv): fit on training subjects, conformal intervals
+    calibrated on validation subjects, test subjects scored; writes report.md, CSVs and figures to ``out``."""
+    from custom.forecast.cli import run_forecast_baselines
+
+    names = (
+        None if methods is None else [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods)]
+    )
+    return run_forecast_baselines(
+        cohort=cohort, out=out, k_obs=k_obs, seed=seed, n_boot=n_boot, normalise=normalise, methods=names
+    )
