@@ -4,9 +4,10 @@ Calibration (Vovk et al. 2005; Lei et al., JASA 2018): on validation-subject for
 nonconformity score of a forecast is ``alpha = |ln V - ln V_hat| / sigma``; with the scores of the ``n``
 calibration forecasts sorted, the level-``c`` interval of a new forecast is ``ln V_hat +- alpha_(q) sigma`` with
 ``q = ceil((n + 1) c)`` (the finite-sample corrected quantile; infinite when ``q > n``). Scores are pooled per
-``k_obs`` (Mondrian conformal: each k gets its own quantile). The intervals and the quantile are crepes'
-``ConformalRegressor`` (Bostrom, crepes, 2022), whose index ``int((1 - c)(n + 1)) - 1`` into the descending scores
-is the same order statistic.
+``k_obs`` (Mondrian conformal: each k gets its own quantile). The order statistic is taken here rather than from
+crepes' ``ConformalRegressor``: crepes 0.9.1 indexes ``int((1 - c)(n + 1)) - 1`` into the descending scores, which
+floating point truncates one step too far when ``(1 - c)(n + 1)`` is an integer (c = 0.9, n = 19 gives the 19th
+instead of the 18th smallest score: conservative, but not the stated quantile).
 
 Difficulty ``sigma`` (``normalise``):
 
@@ -32,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from crepes import ConformalPredictiveSystem, ConformalRegressor
+from crepes import ConformalPredictiveSystem
 
 from custom.forecast.frames import check_forecast
 
@@ -111,16 +112,15 @@ class ConformalVolumeIntervals:
         bins = df["k_obs"].to_numpy(dtype=int)
         self.k_values_ = sorted(set(bins.tolist()))
         self.n_calib_ = {k: int(np.sum(bins == k)) for k in self.k_values_}
-        self.regressor_ = ConformalRegressor().fit(resid, sigmas=sigma, bins=bins)
+        self.scores_ = {k: np.sort(np.abs(resid[bins == k]) / sigma[bins == k]) for k in self.k_values_}
         self.cps_ = ConformalPredictiveSystem().fit(resid, sigmas=sigma, bins=bins)
         return self
 
     def quantile(self, level: float, k_obs: int) -> float:
         """The calibrated normalised score ``alpha_(ceil((n+1) level))`` of ``k_obs`` (inf when too few scores)."""
-        values, alphas = self.regressor_.binned_alphas
-        a = alphas[list(values).index(k_obs)]
-        idx = int((1 - level) * (len(a) + 1)) - 1
-        return float(a[idx]) if idx >= 0 else float("inf")
+        a = self.scores_[k_obs]
+        q = int(np.ceil((len(a) + 1) * level - 1e-9))  # tolerance: (n + 1) c is often an integer up to rounding
+        return float(a[q - 1]) if q <= len(a) else float("inf")
 
     def transform(self, forecast: pd.DataFrame, last_obs_volume_ml: np.ndarray | None = None) -> pd.DataFrame:
         """Forecast with ``lo{L}_ml, hi{L}_ml`` per level and ``p_growth15, p_prog40`` added.
@@ -136,9 +136,12 @@ class ConformalVolumeIntervals:
         sigma = self._sigma(out)
         bins = out["k_obs"].to_numpy(dtype=int)
         for lv in self.levels:
-            iv = self.regressor_.predict_int(y_hat, sigmas=sigma, bins=bins, confidence=lv)
-            out[f"lo{level_name(lv)}_ml"] = np.exp(iv[:, 0])
-            out[f"hi{level_name(lv)}_ml"] = np.exp(iv[:, 1])
+            q = np.zeros(len(bins))
+            for k in self.k_values_:
+                q[bins == k] = self.quantile(lv, k)
+            half = q * sigma
+            out[f"lo{level_name(lv)}_ml"] = np.exp(y_hat - half)
+            out[f"hi{level_name(lv)}_ml"] = np.exp(y_hat + half)
         if last_obs_volume_ml is None:
             if "last_obs_volume_ml" not in out:
                 raise ValueError("growth probabilities need last_obs_volume_ml (a column or the argument)")

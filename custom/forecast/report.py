@@ -220,7 +220,9 @@ def score_forecasts(
                 if m == best:
                     continue
                 d_boot = boot_mean(e - e_ref, subj, counts)
-                r_boot = b / b_ref - 1.0
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    r_boot = b / b_ref - 1.0
+                    rel = float(np.mean(e) / np.mean(e_ref) - 1.0) if np.mean(e_ref) > 0 else float("nan")
                 lo, hi = percentile_ci(d_boot)
                 rlo, rhi = percentile_ci(r_boot)
                 paired.append(
@@ -233,7 +235,7 @@ def score_forecasts(
                         diff=float(np.mean(e - e_ref)),
                         ci_lo=lo,
                         ci_hi=hi,
-                        rel_diff=float(np.mean(e) / np.mean(e_ref) - 1.0),
+                        rel_diff=rel,
                         rel_ci_lo=rlo,
                         rel_ci_hi=rhi,
                     )
