@@ -188,7 +188,12 @@ def test_readme_lists_the_five_collapse_criteria() -> None:
     assert len(criteria) == 5, criteria
 
 
-@pytest.mark.parametrize("name", ["README.md", "BENCHMARKS.md"] + [n for n in MAX_WORDS if n != "README.md"])
+@pytest.mark.parametrize(
+    "name",
+    ["README.md", "BENCHMARKS.md"]
+    + [n for n in MAX_WORDS if n != "README.md"]
+    + sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")),
+)
 def test_linked_figures_and_files_exist(name: str) -> None:
     """Relative links to figures and non-Markdown files resolve (Markdown pages may be written alongside)."""
     path = REPO / name
