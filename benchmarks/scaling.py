@@ -1,4 +1,4 @@
-"""Multi-GPU scaling of the encoder bundles' real training (issue 9): volumes/s and efficiency for 1..N GPUs.
+"""Multi-GPU scaling of the encoder bundles' real training: volumes/s and efficiency for 1..N GPUs.
 
 Usage (from the repository root; ~10 min on 2 x H100 with the defaults below):
 

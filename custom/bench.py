@@ -1,4 +1,4 @@
-"""Training-throughput benchmark of the real bundle training step (issue 6): ``python -m custom bench --mode gpu``.
+"""Training-throughput benchmark of the real bundle training step: ``python -m custom bench --mode gpu``.
 
 What is timed is the bundles' own training path, not a re-implementation: for each configuration the bundle's
 ``train.json`` is parsed with :class:`monai.bundle.ConfigParser` (overriding ``spatial_size``, ``spacing``,
@@ -20,7 +20,7 @@ Per configuration the table reports:
   the median step time (so compiled and eager rows share the FLOP count of the same model and batch).
 * ``peak GiB``: ``torch.cuda.max_memory_allocated`` over the timed steps (reset after warm-up), as the reference.
 * ``x ref``: ``vol/s`` over the reference VAE's eager bf16 ``vol/s`` at the same batch, run in the same process on
-  the same device (``benchmarks/reference/refvae.py``, the step of ``/work/shared/bench/gpu_anchor.py``).
+  the same device (``benchmarks/reference/refvae.py`` with a plain training step, :func:`_bench_reference`).
 
 Plus the data pipeline alone (volumes/s iterating the bundle's DataLoader over the cached dataset with its collate
 and pinning). Every configuration runs in a ``try``: a failure (compile error, out-of-memory) becomes a row with its
@@ -428,8 +428,8 @@ def _load_reference() -> ModuleType:
 
 
 def _bench_reference(s: BenchSettings, batch: int, compile_: bool) -> BenchRow:
-    """The reference VAE with the step of ``gpu_anchor.py``: MSE mean + KL, AdamW(1e-4); compiled rows also use
-    channels_last_3d, as the anchor's fastest row (compile + channels_last + bf16)."""
+    """The reference VAE with a plain step: MSE mean + KL, AdamW(1e-4); compiled rows also use channels_last_3d,
+    the reference's fastest setting (compile + channels_last + bf16)."""
     device = torch.device(s.device)
     ref = _load_reference()
     torch.manual_seed(0)
@@ -463,7 +463,7 @@ def _bench_reference(s: BenchSettings, batch: int, compile_: bool) -> BenchRow:
 
 
 def _plan(s: BenchSettings) -> list[tuple[str, int, bool]]:
-    """Configurations in priority order (what matters for the issue's bar first, in case the budget runs out)."""
+    """Configurations in priority order (the default vae_baseline step at batch 8 first, in case the time budget runs out)."""
     plan: list[tuple[str, int, bool]] = []
     for batch in s.batch_sizes:
         if s.reference:

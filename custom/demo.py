@@ -23,10 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 #: Sizes of the demo. ``cpu`` finishes in minutes on a 2-core laptop; ``gpu`` is the full 128^3 method.
 #: Many subjects and few epochs: the synthetic cohort is free, and with 22 training subjects the Exp3 volume
 #: coordinate memorised them (R² 0.98 on training scans, 0.06 on held-out ones at 32^3); 84 training subjects with
-#: the same number of steps gave 0.73 held-out (runs recorded in bundles/dipvae/docs/README.md).
+#: the same number of steps gave 0.73 held-out (runs recorded in bundles/dipvae/docs/experiments.md).
 SIZES: dict[str, dict[str, Any]] = {
     # cpu: DIP from epoch 8, full strength at 14 of 16: starting at 3 (full at 8) left 9/32 units active on
-    # the training split, starting at 8 kept 27/32 at the same decorrelation (bundles/dipvae/docs/README.md)
+    # the training split, starting at 8 kept 27/32 at the same decorrelation (bundles/dipvae/docs/experiments.md)
     "cpu": {
         "subjects": 120,
         "timepoints": 4,
@@ -53,7 +53,7 @@ SIZES: dict[str, dict[str, Any]] = {
     },
     # tumour_weight (both encoders): x20 on the segmented tumour at 128^3 makes the decoders draw it (z_vol grows
     # it in the traversal; the baseline's held-out probes rose from 0.07 / 0.37 to 0.80 / 0.88); at 32^3 it made
-    # the ODE forecast worse than LOCF, so cpu keeps the plain likelihood (measurements in bundles/*/docs/README.md);
+    # the ODE forecast worse than LOCF, so cpu keeps the plain likelihood (measurements in bundles/*/docs/experiments.md);
     # tumour_weight_mode "voxel" (both encoders): the recorded demo runs weighted every tumour voxel alike
     # (vae_baseline's default became "balanced" in 0.5.0; dipvae's is "voxel")
     # gpu: eager, not compiled (at ~7k volumes per encoder the ~40 s compile costs more than it saves); the two
@@ -157,7 +157,7 @@ class Demo:
         self.cohort = self.out / "cohort"
         self.commands: dict[str, str] = {}
 
-    # -- helpers --------------------------------------------------------------------------------------
+    # -- internals ------------------------------------------------------------------------------------
     def _bar_position(self) -> int:
         """tqdm line of the calling thread: concurrent stages draw their progress bars on separate lines."""
         import threading

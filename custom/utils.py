@@ -1,4 +1,4 @@
-"""Small helpers shared by the components."""
+"""Small functions shared by the components."""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 # ---------------------------------------------------------------------------------------------------------
-# SHARED PLAIN-PYTORCH REFERENCE, NOT PROJECT CODE.
-# Verbatim copy of /work/shared/bench/refvae.py: the seed-described 3D ResNet VAE whose H100 throughput
-# (eager bf16 78 vol/s, compiled + channels_last + bf16 121 vol/s, 128^3 batch 8, 13.9 GiB peak) is the
-# yardstick of issue 6. It lives in the repository only because the GPU machine receives the repo and
-# nothing else; `custom/bench.py` loads it by file path and runs it beside the bundle networks.
+# PLAIN-PYTORCH REFERENCE, NOT PACKAGE CODE.
+# The 3D ResNet VAE that the original design describes, kept unchanged as the throughput yardstick of
+# `python -m custom bench` (H100, 128^3, batch 8: eager bf16 78 vol/s, compiled + channels_last + bf16
+# 121 vol/s, 13.9 GiB peak). `custom/bench.py` loads it by file path and runs it beside the bundle networks.
 # Do not edit, import from project code, or use it for training.
 # ---------------------------------------------------------------------------------------------------------
 import sys

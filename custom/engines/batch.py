@@ -1,4 +1,4 @@
-"""Helpers to move a MONAI batch dict onto the training device and read its metadata."""
+"""Functions that move a MONAI batch dict onto the training device and read its metadata."""
 
 from __future__ import annotations
 

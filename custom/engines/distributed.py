@@ -1,4 +1,4 @@
-"""Helpers that turn a single-process training config into a ``torchrun`` + DDP one (``multi_gpu_train.json``).
+"""Functions that turn a single-process training config into a ``torchrun`` + DDP one (``multi_gpu_train.json``).
 
 The multi-GPU layer of each encoder bundle (MONAI model-zoo pattern, design.md §5) only rewires ids of
 ``train.json``; the behaviour lives here:

@@ -135,9 +135,9 @@ def tumour_voxel_weight(
     ``sqrt(weight)`` times smaller standard deviation there (a heteroscedastic decoder with a known noise map;
     cf. class-weighted losses in segmentation). It needs the segmentation: the Exp3 layer sets it (20), the
     vae_baseline bundle uses 10, balanced (below), by default since 0.5.0. Per voxel, on 200 x 4 subjects at 128^3
-    without augmentation, the baseline traded one collapse bar for another with it: held-out probe R² (log volume /
+    without augmentation, the baseline traded one collapse criterion for another with it: held-out probe R² (log volume /
     centroid) 0.06 / 0.12 -> 0.65 / 0.84 -> 0.87 / 0.89 and z=0 / mu MSE ratio 2.11 -> 1.85 -> 1.21 for weights
-    1 / 5 / 20 (bundles/vae_baseline/docs/README.md).
+    1 / 5 / 20 (bundles/vae_baseline/docs/experiments.md).
 
     ``mode="balanced"`` gives every scan's tumour the same total extra weight instead of the same weight per voxel:
     ``w = 1 + (weight - 1) * [label in labels] * n_mean / n_b``, with ``n_b`` scan b's tumour voxel count and
@@ -145,7 +145,7 @@ def tumour_voxel_weight(
     (``(weight - 1) * sum_b n_b``, the trade against the anatomy stays that of ``voxel`` at the same ``weight``), but
     a 2 mL tumour counts as much as a 50 mL one. Why: the log-volume probe scores every size alike, and with
     per-voxel weights the small tumours are the ones the code misses (run E20: held-out log-volume RMSE 0.44 in the
-    smallest quartile, 0.21 in the largest; ``bundles/vae_baseline/docs/README.md``). Cf. inverse-volume class
+    smallest quartile, 0.21 in the largest; ``bundles/vae_baseline/docs/experiments.md``). Cf. inverse-volume class
     weights in the generalised Dice loss (Sudre et al. 2017). Scans without tumour voxels are unweighted; under DDP
     the mean is over each process's batch. Measured (run I, 128^3, 80 epochs, held-out): at weight 10 the probes rose
     from 0.74 / 0.80 (voxel) to 0.87 / 0.84 (balanced), the z=0 / mu ratio 2.58 -> 2.44; vae_baseline's default

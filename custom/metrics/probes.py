@@ -7,12 +7,12 @@ with folds grouped by subject (``GroupKFold``) so scans of one subject never sit
 
 R^2 = 1 - sum_n (y_n - yhat_n)^2 / sum_n (y_n - ybar)^2 (coefficient of determination).
 
-The helpers ``check_code_and_factors`` and ``train_test_indices`` are shared by the DCI and SAP
+The functions ``check_code_and_factors`` and ``train_test_indices`` are shared by the DCI and SAP
 metrics, which need the same validation and the same subject-grouped split.
 
 The probes run with one BLAS thread (:data:`one_blas_thread`). Their matrices (a few hundred latents by 128) are far
 too small for a thread team, and every BLAS call wakes one. Two processes doing this at once fight over the cores.
-On this project's 2-core box, one validation's probes at run H10's sizes (560 fit / 120 scored scans, 12 factors)
+On a 2-core CPU, one validation's probes at run H10's sizes (560 fit / 120 scored scans, 12 factors)
 take 0.89 s alone and 3.1 s each with a second process doing the same (OpenBLAS at 16 threads; 5.4 s at 2 threads);
 with one thread, 0.82 s and 0.87 s, same R². Two concurrent 128^3 runs on an H200 host took 80-100 s per validation
 pass (4-6 s alone; vae_baseline run H); how much of that this explains is not measured yet.

@@ -18,7 +18,7 @@ OUTPUT_LAYERS: tuple[str, ...] = ("transposed", "conv")
 
 
 class ConvTransposeDecoder3D(nn.Module):
-    """Linear -> ``channels[0]`` x (s / 2^n)^3 -> [ConvTranspose3d(k4, s2, p1) + GroupNorm + ReLU] blocks -> output layer.
+    """Linear -> ``channels[0]`` x (s / 2^n)^3 -> [ConvTranspose3d(kernel 4, stride 2) + GroupNorm + ReLU] -> output.
 
     There are ``len(channels) - 1`` normal up-sampling blocks (``channels[i] -> channels[i + 1]``); the output
     layer is linear (no norm, no activation): the images are z-scored, i.e. real-valued, and the reconstruction

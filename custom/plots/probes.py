@@ -1,6 +1,6 @@
 """Held-out probe figure: what a linear read-out of mu predicts for each held-out scan, against the truth.
 
-The collapse bar's probe numbers (``probe/r2_*``) are one R² per factor; this figure shows where they come from:
+The collapse criteria's probe numbers (``probe/r2_*``) are one R² per factor; this figure shows where they come from:
 one panel per factor (log tumour volume, centroid x / y / z by default), predicted against true for every scan of
 the held-out split, the scans of one subject joined in time order, the identity line, and R² with the penalty in the
 panel title. The probe is :func:`custom.metrics.probes.held_out_probe_r2`, the one ``evaluate.json`` scores:
@@ -22,7 +22,7 @@ from custom.plots.style import save_figure  # noqa: E402
 
 __all__ = ["DEFAULT_PROBE_FACTORS", "plot_probe_scatter", "probe_figure"]
 
-#: The factors of the collapse bar (issue 3): log tumour volume and the centroid.
+#: The factors of the collapse criteria: log tumour volume and the centroid.
 DEFAULT_PROBE_FACTORS: tuple[str, ...] = ("log_volume", "centroid_x", "centroid_y", "centroid_z")
 
 _UNITS = {"log_volume": "ln mL", "centroid_x": "mm", "centroid_y": "mm", "centroid_z": "mm"}

@@ -1,4 +1,4 @@
-"""Shared helpers for the figure writers: slicing in radiological convention, grey windows, saving.
+"""Shared functions for the figure writers: slicing in radiological convention, grey windows, saving.
 
 Every volume handed to the plotting functions is a numpy array in RAS voxel order:
 axis 0 = x (patient left -> right), axis 1 = y (posterior -> anterior), axis 2 = z (inferior -> superior),
