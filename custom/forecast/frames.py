@@ -1,4 +1,4 @@
-"""Column names of the forecast frame and the helpers that build it from a task's targets."""
+"""Column names of the forecast frame and the functions that build it from a task's targets."""
 
 from __future__ import annotations
 
