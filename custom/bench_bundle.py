@@ -19,7 +19,7 @@ warm-up) and, with ``profile``, the profiled epoch (``profile_epoch``) are disca
 the rest, and ``peak GiB`` the largest ``train_epoch/peak_gpu_gib`` of those epochs.
 
 In the same run and on the same device, the reference VAE (``benchmarks/reference/refvae.py``) is timed at the same
-size and batch, eager bf16 and compiled + channels-last bf16 (the step of the shared GPU anchor; median of the timed
+size and batch, eager and compiled + channels-last, bf16 autocast on CUDA, fp32 on the CPU (the step of the shared GPU anchor; median of the timed
 steps, :func:`custom.bench._bench_reference`). Ratios are the bundle's median epoch vol/s over the reference's
 step vol/s. The synthetic cohort is generated once (``python -m custom synth``) with ``subjects`` x ``timepoints``
 scans; the default 288 x 1 gives ~200 training volumes, 25 steps per epoch at batch 8.
@@ -229,7 +229,9 @@ def bundle_command(s: BundleBenchSettings, variant: str, cohort: Path, run_dir: 
     )
 
 
-def _run_bundle(s: BundleBenchSettings, variant: str, cohort: Path, workdir: Path, out: Path, share_s: float) -> BundleRow:
+def _run_bundle(
+    s: BundleBenchSettings, variant: str, cohort: Path, workdir: Path, out: Path, share_s: float
+) -> BundleRow:
     run_dir = workdir / variant
     cmd = bundle_command(s, variant, cohort, run_dir)
     row = BundleRow(run=f"bundle {variant}", command=" ".join(shlex.quote(c) for c in cmd))
@@ -284,13 +286,13 @@ def _run_reference(s: BundleBenchSettings, compile_: bool) -> BundleRow:
         spatial_size=s.spatial_size,
         spacing=s.spacing,
         batch_sizes=(s.batch_size,),
-        amp=True,
+        amp=s.device.startswith("cuda"),  # bf16 autocast on CUDA only: on the CPU it is far slower than fp32
         compile_options=(compile_,),
         variants=(),
         warmup=s.reference_warmup,
         steps=s.reference_steps,
     )
-    name = "reference compiled + channels-last bf16" if compile_ else "reference eager bf16"
+    name = _reference_name(compile_, s.device)
     t0 = time.perf_counter()
     try:
         ref = _bench_reference(bs, s.batch_size, compile_)
@@ -302,6 +304,11 @@ def _run_reference(s: BundleBenchSettings, compile_: bool) -> BundleRow:
     row.seconds = time.perf_counter() - t0
     _release(torch.device(s.device))
     return row
+
+
+def _reference_name(compile_: bool, device: str) -> str:
+    dtype = "bf16" if device.startswith("cuda") else "fp32"
+    return f"reference compiled + channels-last {dtype}" if compile_ else f"reference eager {dtype}"
 
 
 def _plan(s: BundleBenchSettings) -> list[tuple[str, str]]:
@@ -323,7 +330,7 @@ def _reference_compiles(s: BundleBenchSettings) -> bool:
 
 
 def _ratios(rows: list[BundleRow]) -> None:
-    eager = next((r.vols_per_s for r in rows if r.run == "reference eager bf16" and r.vols_per_s), None)
+    eager = next((r.vols_per_s for r in rows if r.run.startswith("reference eager") and r.vols_per_s), None)
     compiled = next((r.vols_per_s for r in rows if r.run.startswith("reference compiled") and r.vols_per_s), None)
     for r in rows:
         if r.vols_per_s is None:
@@ -417,7 +424,7 @@ def run_bundle_bench(out: str | None = None, **kwargs: Any) -> str:
             left = s.time_budget_s - (time.perf_counter() - t_start)
             later = plan[i + 1 :]
             if kind == "reference":
-                label = "reference compiled + channels-last bf16" if name == "compiled" else "reference eager bf16"
+                label = _reference_name(name == "compiled", s.device)
                 if left <= 0:
                     rows.append(BundleRow(run=label, status="skipped (time budget)"))
                     continue

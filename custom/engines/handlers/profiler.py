@@ -16,7 +16,8 @@ The summary (:func:`summarize_profile`), per profiled step where it says "per st
 - ``host_syncs_per_step``: counts of the events by which the host waits for the device, divided by the number of
   profiled steps: ``cudaStreamSynchronize`` / ``cudaDeviceSynchronize`` / ``cudaEventSynchronize`` runtime calls,
   device-to-host copies (``Memcpy DtoH`` device events), and the operators that read a device scalar on the host
-  (``aten::item``, ``aten::_local_scalar_dense``: ``.item()``, ``float(t)``, ``bool(t)``). The CUDA fields are
+  (``aten::_local_scalar_dense``: ``scalar_reads.from_python`` counts the ones made by Python code, ``.item()``,
+  ``float(t)``, ``bool(t)``; ``scalar_reads.all`` adds those inside other operators). The CUDA fields are
   ``None`` on a CPU-only run (nothing to wait for); the operator counts are still reported.
 """
 
@@ -35,11 +36,22 @@ logger = logging.getLogger(__name__)
 __all__ = ["StepProfiler", "summarize_profile", "summary_markdown"]
 
 SYNC_RUNTIME_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
-SCALAR_READ_OPS = ("aten::item", "aten::_local_scalar_dense")
 
 
 def _is_device_event(event: Any) -> bool:
     return str(getattr(event, "device_type", "")).endswith(("CUDA", "PrivateUse1"))
+
+
+def _issued_from_python(event: Any) -> bool:
+    """A scalar read (``aten::_local_scalar_dense``) made by Python code (``.item()``, ``float(t)``, ``bool(t)``):
+    no ``aten::`` operator above it other than the ``aten::item`` / ``aten::is_nonzero`` that wrap such calls. Reads
+    inside another operator (the CPU fused AdamW kernel reads its step counters) do not count."""
+    parent = getattr(event, "cpu_parent", None)
+    while parent is not None:
+        if parent.name.startswith("aten::") and parent.name not in ("aten::item", "aten::is_nonzero"):
+            return False
+        parent = getattr(parent, "cpu_parent", None)
+    return True
 
 
 def _merge(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -102,7 +114,11 @@ def summarize_profile(events: list[Any], steps: int, cuda: bool, top: int = 15) 
         for name, (t, n) in ranked
     ]
     names = [e.name for e in events]
-    scalar_reads = {op: names.count(op) / steps for op in SCALAR_READ_OPS}
+    reads = [e for e in events if e.name == "aten::_local_scalar_dense"]
+    scalar_reads = {
+        "from_python": sum(1 for e in reads if _issued_from_python(e)) / steps,
+        "all": len(reads) / steps,
+    }
     summary: dict[str, Any] = {
         "steps": steps,
         "top_kernels_kind": kind,
@@ -150,12 +166,17 @@ def summary_markdown(summary: dict[str, Any], title: str = "Training-step profil
             f"  - window {tl['window_us'] / 1e3:.1f} ms, busy {tl['busy_us'] / 1e3:.1f} ms, longest gaps (ms): "
             + ", ".join(f"{g / 1e3:.2f}" for g in tl["longest_gaps_us"])
         )
-    reads = ", ".join(f"`{k}` {v:g}" for k, v in syncs["scalar_reads"].items())
-    lines.append(f"- host reads of device scalars per step: {reads}")
+    reads = syncs["scalar_reads"]
+    lines.append(
+        f"- host reads of tensor scalars (`aten::_local_scalar_dense`) per step: {reads['from_python']:g} from Python "
+        f"(`.item()`, `float(t)`, `bool(t)`), {reads['all']:g} in all"
+    )
     if syncs["sync_calls"] is not None:
         calls = ", ".join(f"`{k}` {v:g}" for k, v in syncs["sync_calls"].items())
-        lines.append(f"- synchronising runtime calls per step: {calls}; device-to-host copies per step: "
-                     f"{syncs['memcpy_dtoh']:g}")
+        lines.append(
+            f"- synchronising runtime calls per step: {calls}; device-to-host copies per step: "
+            f"{syncs['memcpy_dtoh']:g}"
+        )
     else:
         lines.append(f"- synchronising runtime calls / device-to-host copies per step: n/a ({syncs['reason']})")
     lines += ["", f"Top {len(summary['top_kernels'])} {summary['top_kernels_kind']}:", ""]
