@@ -204,12 +204,15 @@ def _coerce(value: Any) -> Any:
 
 def environment(device: str) -> dict[str, Any]:
     """Versions and hardware that a throughput number depends on (design.md §7: log torch and cuDNN)."""
+    from custom.utils import cpu_model
+
     env: dict[str, Any] = {
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_model(),
         "device": device,
     }
     try:
