@@ -82,8 +82,8 @@ class BundleBenchSettings:
     reference: bool = True
     reference_compile: bool | None = None
     compile: bool | None = None
-    reference_warmup: int = 3
-    reference_steps: int = 12
+    reference_warmup: int | None = None
+    reference_steps: int | None = None
     cohort_dir: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -141,6 +141,9 @@ def bundle_settings(**kwargs: Any) -> BundleBenchSettings:
         if key not in ("variants", "overrides", "cohort_dir", "device"):
             fields[key] = _coerce(value)
     device = fields.pop("device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = str(device).startswith("cuda")
+    fields.setdefault("reference_warmup", 3 if cuda else 1)  # the GPU anchor's 3 + 12; the CPU mode's 1 + 3
+    fields.setdefault("reference_steps", 12 if cuda else 3)
     s = replace(BundleBenchSettings(device=device), **fields)
     if s.epochs <= max(s.discarded_epochs()):
         raise ValueError(
