@@ -377,7 +377,7 @@ def _report(s: BundleBenchSettings, env: dict[str, Any], rows: list[BundleRow], 
         "",
         "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()),
         "",
-        f"Bundle rows: median `train_epoch/volumes_per_s` of epochs {s.warmup_epochs + 1}..{s.epochs} of the real "
+        f"Bundle rows: median `train_epoch/volumes_per_s` over the timed epochs (of {s.epochs}) of the real "
         f"`python -m monai.bundle run training` (shipped defaults; epochs {discarded} discarded: warm-up"
         + (", profiled" if s.profile else "")
         + "); reference rows: median step vol/s of "
