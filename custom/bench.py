@@ -204,12 +204,15 @@ def _coerce(value: Any) -> Any:
 
 def environment(device: str) -> dict[str, Any]:
     """Versions and hardware that a throughput number depends on (design.md §7: log torch and cuDNN)."""
+    from custom.utils import cpu_model
+
     env: dict[str, Any] = {
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_model(),
         "device": device,
     }
     try:
@@ -576,12 +579,19 @@ def run_bench(mode: str = "cpu", out: str | None = None, **kwargs: Any) -> str:
 
     Args:
         mode: ``"gpu"`` (128^3, batches 8 and 2, bf16, compile off and on, every bundle variant, the reference
-            eager and compiled; ~6 min on an H100) or ``"cpu"`` (32^3, batch 2, fp32 eager; < 60 s on 2 cores).
+            eager and compiled; ~6 min on an H100) or ``"cpu"`` (32^3, batch 2, fp32 eager; < 60 s on 2 cores): the
+            training step alone and the data pipeline alone, a breakdown; ``"bundle"``: the epoch throughput of the
+            real ``python -m monai.bundle run training`` command against the reference
+            (:mod:`custom.bench_bundle`, whose options replace the ones below).
         out: folder for ``bench_<mode>.json`` and ``bench_<mode>.md``; defaults to ``$OUT`` when set.
         **kwargs: :class:`BenchSettings` fields to change, e.g. ``batch_sizes=(8,)``, ``compile=(True,)``,
             ``variants=("vae_baseline",)``, ``steps=20``, ``time_budget_s=600``, ``cohort_dir=...``,
             ``overrides={"grad_clip": 0}`` (bundle config ids).
     """
+    if mode == "bundle":
+        from custom.bench_bundle import run_bundle_bench
+
+        return run_bundle_bench(out=out, **kwargs)
     s = default_settings(mode, **kwargs)
     device = torch.device(s.device)
     if device.type == "cuda":

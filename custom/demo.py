@@ -156,6 +156,7 @@ class Demo:
         self.done = self.out / ".done"
         self.cohort = self.out / "cohort"
         self.commands: dict[str, str] = {}
+        self.t_start: float | None = None
 
     # -- internals ------------------------------------------------------------------------------------
     def _bar_position(self) -> int:
@@ -328,7 +329,8 @@ class Demo:
     def stage_report(self) -> None:
         from custom.report import write_report
 
-        write_report(self.out, size=self.size, params=self.p, commands=self.commands)
+        wall = time.time() - self.t_start if self.t_start is not None else None
+        write_report(self.out, size=self.size, params=self.p, commands=self.commands, wall_seconds=wall)
 
     # -- driver ---------------------------------------------------------------------------------------
     def stages(self) -> list[list[Stage]]:
@@ -384,6 +386,7 @@ class Demo:
         steps = self.stages()
         n = sum(len(step) for step in steps)
         t_all = time.time()
+        self.t_start = t_all
         i = 0
         for step in steps:
             todo: list[tuple[Stage, str]] = []
@@ -399,7 +402,14 @@ class Demo:
                 self._run_concurrently(todo, cmd_file)
             elif todo:
                 self._run_stage(*todo[0], cmd_file)
-        print(f"demo finished in {time.time() - t_all:.0f} s: {self.out / 'report.html'}", flush=True)
+        from custom.utils import cpu_model
+
+        minutes, seconds = divmod(int(round(time.time() - t_all)), 60)
+        print(
+            f"demo finished in {minutes} min {seconds} s on {cpu_model()} ({os.cpu_count()} cores): "
+            f"{self.out / 'report.html'}",
+            flush=True,
+        )
         return self.out / "report.html"
 
 

@@ -82,8 +82,14 @@ def collect(out: Path) -> dict[str, Any]:
     }
 
 
-def write_report(out: str | Path, size: str, params: dict[str, Any], commands: dict[str, str]) -> Path:
-    """Write report.md and report.html into ``out``; returns the HTML path."""
+def write_report(
+    out: str | Path, size: str, params: dict[str, Any], commands: dict[str, str], wall_seconds: float | None = None
+) -> Path:
+    """Write report.md and report.html into ``out``; returns the HTML path.
+
+    ``wall_seconds``: wall time of the demo command up to the report (stages done by an earlier run not included);
+    printed with the CPU model and core count.
+    """
     out = Path(out)
     c = collect(out)
     figs: list[tuple[str, Path | None, str]] = [
@@ -201,10 +207,33 @@ def write_report(out: str | Path, size: str, params: dict[str, Any], commands: d
         "",
         "Stage durations (s)" + overlap + ": " + ", ".join(f"{k} {v:.0f}" for k, v in c["durations"].items()),
         "",
+        _machine_line(wall_seconds),
+        "",
     ]
     (out / "report.md").write_text("\n".join(md))
     (out / "report.html").write_text(_to_html(md, out))
     return out / "report.html"
+
+
+def _machine_line(wall_seconds: float | None) -> str:
+    """``Machine: <CPU model>, <n> cores, torch <v>; demo wall time <m> min <s> s.``"""
+    import os
+
+    import torch
+
+    from custom.utils import cpu_model
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count()
+    line = f"Machine: {cpu_model()}, {cores} cores, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        line += f", GPU {torch.cuda.get_device_name()}"
+    if wall_seconds is not None:
+        minutes, seconds = divmod(int(round(wall_seconds)), 60)
+        line += f"; demo wall time {minutes} min {seconds} s (this invocation, up to the report)"
+    return line + "."
 
 
 def _to_html(md: list[str], out: Path) -> str:

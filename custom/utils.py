@@ -22,3 +22,26 @@ def as_bool(value: Any) -> bool:
             return False
         raise ValueError(f"expected a boolean (true/false), got {value!r}")
     return bool(value)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``model name`` in ``/proc/cpuinfo``, else ``lscpu``'s ``Model name``, else
+    :func:`platform.processor`), or ``"unknown CPU"``."""
+    import platform
+    import subprocess
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or "unknown CPU"

@@ -61,6 +61,7 @@ RANK_ZERO_ONLY_HANDLERS: tuple[str, ...] = (
     "DashboardWriter",
     "StatsHandler",
     "TensorBoardStatsHandler",
+    "StepProfiler",
 )
 
 

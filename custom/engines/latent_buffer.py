@@ -39,13 +39,13 @@ class TrainingLatents:
         self._mu, self._factors, self._subjects = [], [], []
 
     def add(self, mu: torch.Tensor, factors: torch.Tensor, subject_ids: Sequence[str] | None) -> None:
-        """Keep one batch (detached, float32, on the CPU)."""
+        """Keep one batch (detached, float32, on its device until :meth:`arrays`: no device-to-host copy per step)."""
         n = int(mu.shape[0])
         ids = [str(s) for s in subject_ids] if subject_ids is not None else ["?"] * n
         if len(ids) != n or factors.shape[0] != n:
             raise ValueError(f"batch of {n} latents with {factors.shape[0]} factor rows and {len(ids)} subject ids")
-        self._mu.append(mu.detach().float().cpu())
-        self._factors.append(factors.detach().float().cpu())
+        self._mu.append(mu.detach().float())
+        self._factors.append(factors.detach().float())
         self._subjects.extend(ids)
 
     def __len__(self) -> int:
@@ -55,8 +55,8 @@ class TrainingLatents:
         """``{"mu", "factors", "subject_id"}`` of the epoch's rows with a finite mu, or None when there are none."""
         if not self._subjects:
             return None
-        mu = torch.cat(self._mu).numpy().astype(np.float64)
-        factors = torch.cat(self._factors).numpy().astype(np.float64)
+        mu = torch.cat([m.cpu() for m in self._mu]).numpy().astype(np.float64)
+        factors = torch.cat([f.cpu() for f in self._factors]).numpy().astype(np.float64)
         keep = np.isfinite(mu).all(axis=1)
         if not keep.any():
             return None

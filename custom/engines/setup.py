@@ -42,3 +42,31 @@ def prepare_network(
     if compile:
         network = torch.compile(network)
     return network
+
+
+def configure_threads(torch_threads: int | None = None) -> int:
+    """Set torch's intra-op thread count (config id ``torch_threads``) and return the count in effect.
+
+    ``None`` keeps torch's default (one thread per core the process may use). The training loader is a
+    ``ThreadDataLoader`` with ``num_workers: 0`` (one background thread over the cached dataset; ``num_workers`` is
+    the thread count of the one-off preprocessing cache), so the step's kernels and the loader's per-volume
+    augmentation share these threads; on a small CPU, ``torch_threads`` below the core count leaves a core to the
+    loader thread.
+    """
+    if torch_threads is not None:
+        n = int(torch_threads)
+        if n < 1:
+            raise ValueError(f"torch_threads must be >= 1 or null (torch's default), got {torch_threads!r}")
+        torch.set_num_threads(n)
+    n = torch.get_num_threads()
+    logger.info("torch intra-op threads: %d (cores available: %s)", n, _cores())
+    return n
+
+
+def _cores() -> int | None:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count()

@@ -8,7 +8,9 @@ terms, and the schedule handler puts the current ``beta`` / ``capacity`` / ``lam
 Non-finite loss or gradient: the optimizer step is skipped (weights and optimizer moments stay at
 the last good state), the event is counted in ``engine.state.nonfinite`` with the batch's case ids,
 and :class:`~custom.engines.handlers.nan_guard.NonFiniteGuard` decides when to stop.
-This check costs one device->host sync per step (a bool); everything else stays on the device.
+This check costs one device->host sync per step (a bool); everything else stays on the device (the loss terms are
+averaged on the device by :class:`~custom.engines.handlers.EpochAverager`, the latents kept for the probes are
+copied to the host once per epoch).
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ class VAETrainStep:
             optimizer.zero_grad(set_to_none=True)
             _record_nonfinite(engine, batch_case_ids(batchdata), loss.detach(), grad_norm)
         if self.latents is not None and isinstance(batch.get("factors"), torch.Tensor):
-            # after the finiteness check has synchronised: the copy does not stall the backward pass
+            # kept on the device: read once per epoch by the validation probes, not copied to the host per step
             self.latents.add(mu, batch["factors"], batchdata.get("subject_id"))
 
         out = {k: v.detach() for k, v in terms.items() if isinstance(v, torch.Tensor)}

@@ -7,6 +7,7 @@ from custom.engines.handlers.figures import DashboardWriter, EvaluationFigures, 
 from custom.engines.handlers.latents import LatentWriter
 from custom.engines.handlers.model_config import ModelConfigWriter
 from custom.engines.handlers.nan_guard import NonFiniteGuard, NonFiniteTrainingError
+from custom.engines.handlers.profiler import StepProfiler
 from custom.engines.handlers.resume import ResumeHandler
 from custom.engines.handlers.schedules import ScheduleHandler
 from custom.engines.handlers.tidy_csv import TidyCSVWriter
@@ -23,6 +24,7 @@ __all__ = [
     "ReconstructionFigures",
     "ResumeHandler",
     "ScheduleHandler",
+    "StepProfiler",
     "TidyCSVWriter",
     "TrainingCheckpoints",
     "ValidationDiagnostics",
