@@ -122,6 +122,15 @@ def test_table_only_deterministic_and_protocol_schedule(tmp_path):
         generate_cohort(str(tmp_path / "d"), subjects=2, table_only=True, biomarkers="maybe")
 
 
+def test_report_line_names_cohort_options(tmp_path):
+    from custom.report import cohort_line
+
+    root = generate_cohort(str(tmp_path / "r"), subjects=3, timepoints=2, growth="fast", table_only=True, seed=5)
+    line = cohort_line(json.loads((root / "cohort_meta.json").read_text()))
+    assert "growth fast, schedule irregular, biomarkers on, seed 5" in line and " 2." in line
+    assert cohort_line({}) == ""
+
+
 # -- images ---------------------------------------------------------------------------------------------------
 VARIANTS = {
     "heavy_hypo_dry": Biomarkers("heavy", "hypo", 0.0),

@@ -253,8 +253,9 @@ def paint_edema(
 CALCIFICATION_FOCI: dict[str, tuple[tuple[int, int], tuple[float, float]]] = {
     "none": ((0, 0), (0.0, 0.0)),
     "partial": ((3, 6), (0.14, 0.22)),
-    "heavy": ((8, 14), (0.26, 0.40)),
+    "heavy": ((6, 10), (0.22, 0.35)),
 }
+HEAVY_CORE_RADIUS: tuple[float, float] = (0.45, 0.6)  # unit-scale radius of the heavy level's central focus
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,11 @@ class CalcifiedFoci:
         cand = rng.uniform(-ext, ext, size=(4000, 3))
         cand = cand[shape_.inside(cand, 1.0)]
         centres = cand[rng.choice(len(cand), size=min(n, len(cand)), replace=False)]
-        return CalcifiedFoci(centres, rng.uniform(rlo, rhi, size=len(centres)))
+        radii = rng.uniform(rlo, rhi, size=len(centres))
+        if level == "heavy":  # a dense central conglomerate in the main lobe, plus scattered foci
+            centres = np.concatenate([shape_.centres[:1], centres])
+            radii = np.concatenate([[rng.uniform(*HEAVY_CORE_RADIUS)], radii])
+        return CalcifiedFoci(centres, radii)
 
     def inside(self, rel: np.ndarray, s: float) -> np.ndarray:
         """Membership of points ``rel`` = x - P [N, 3] (mm) at tumour scale ``s`` (mm)."""
