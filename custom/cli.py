@@ -13,12 +13,36 @@ def synth(
     spacing: float = 1.0,
     workers: int = 2,
     growth: str = "realistic",
+    schedule: str = "irregular",
+    biomarkers: str = "on",
+    table_only: bool = False,
+    or_no_calcification: float = 3.87,
+    or_edema: float = 2.74,
+    or_t2_iso_hyper: float = 3.76,
+    rapid_share: float = 0.254,
 ) -> str:
-    """Generate the synthetic longitudinal meningioma cohort in ``out`` (BraTS-MEN layout, cohort.csv, datalist.json)."""
+    """Generate the synthetic longitudinal meningioma cohort in ``out`` (BraTS-MEN layout, cohort.csv, datalist.json).
+
+    ``growth`` realistic | fast, ``schedule`` irregular | protocol, ``biomarkers`` on | off (growth independent
+    of appearance), ``table_only`` (no images), odds ratios of rapid growth and the overall rapid share.
+    """
     from custom.synth.cli import synth as _synth
 
     return _synth(
-        out=out, subjects=subjects, timepoints=timepoints, seed=seed, spacing=spacing, workers=workers, growth=growth
+        out=out,
+        subjects=subjects,
+        timepoints=timepoints,
+        seed=seed,
+        spacing=spacing,
+        workers=workers,
+        growth=growth,
+        schedule=schedule,
+        biomarkers=biomarkers,
+        table_only=table_only,
+        or_no_calcification=or_no_calcification,
+        or_edema=or_edema,
+        or_t2_iso_hyper=or_t2_iso_hyper,
+        rapid_share=rapid_share,
     )
 
 

@@ -24,6 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 #: Many subjects and few epochs: the synthetic cohort is free, and with 22 training subjects the Exp3 volume
 #: coordinate memorised them (R² 0.98 on training scans, 0.06 on held-out ones at 32^3); 84 training subjects with
 #: the same number of steps gave 0.73 held-out (runs recorded in bundles/dipvae/docs/experiments.md).
+#: Cohort: biomarkers on (growth depends on calcification, edema and T2 signal, docs/synthetic_cohort.md) with the
+#: ``fast`` growth mode on the irregular schedule: four scans over ~0-6 years at a ~0.5/yr make every grower change
+#: by many voxels, which the short demo trainings need; ``realistic`` growth (median 6 %/yr) over the same scans
+#: changes a tumour by about a quarter of its volume, close to voxel and measurement noise at 7.5 mm.
 SIZES: dict[str, dict[str, Any]] = {
     # cpu: DIP from epoch 8, full strength at 14 of 16: starting at 3 (full at 8) left 9/32 units active on
     # the training split, starting at 8 kept 27/32 at the same decorrelation (bundles/dipvae/docs/experiments.md)
@@ -45,6 +49,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "compile": False,
         "num_workers": 2,
         "growth": "fast",
+        "schedule": "irregular",
+        "biomarkers": "on",
         "checkpoint_interval": 4,
         "parallel_encoders": False,
         "tumour_weight": 1.0,
@@ -79,6 +85,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "compile": False,
         "num_workers": 8,
         "growth": "fast",
+        "schedule": "irregular",
+        "biomarkers": "on",
         "checkpoint_interval": 10,
         "parallel_encoders": True,
         "tumour_weight": 20.0,
@@ -103,6 +111,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "compile": False,
         "num_workers": 1,
         "growth": "fast",
+        "schedule": "irregular",
+        "biomarkers": "on",
         "checkpoint_interval": 1,
         "parallel_encoders": False,
         "tumour_weight": 1.0,
@@ -260,6 +270,10 @@ class Demo:
             str(max(1, os.cpu_count() or 1)),
             "--growth",
             p["growth"],
+            "--schedule",
+            p["schedule"],
+            "--biomarkers",
+            p["biomarkers"],
         ]
         self._exec("cohort", cmd)
         subject = self._show_subject()

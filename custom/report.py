@@ -53,6 +53,18 @@ def _fmt(v: Any) -> str:
     return "–" if v is None else str(v)
 
 
+def cohort_line(meta: dict[str, Any]) -> str:
+    """One line naming the synthetic cohort's generator version and options (from cohort_meta.json)."""
+    o = meta.get("options", {})
+    if not o:
+        return ""
+    return (
+        f"Synthetic cohort {meta.get('generator', '')} {meta.get('version', '')}: growth {o.get('growth')}, "
+        f"schedule {o.get('schedule')}, biomarkers {'on' if o.get('biomarkers') else 'off'}, "
+        f"seed {o.get('seed')}, {o.get('spacing')} mm."
+    )
+
+
 def collect(out: Path) -> dict[str, Any]:
     """Find the figures and numbers the demo stages left in ``out``."""
     enc = {}
@@ -76,6 +88,7 @@ def collect(out: Path) -> dict[str, Any]:
         "growth": ode / "growth.png",
         "forecast": _last(list((ode / "forecast").glob("*.png"))) if (ode / "forecast").exists() else None,
         "cohort_fig": out / "figures" / "cohort_subject.png",
+        "cohort_meta": _read_json(out / "cohort" / "cohort_meta.json"),
         "durations": (
             {p.name: float(p.read_text()) for p in (out / ".done").glob("*")} if (out / ".done").exists() else {}
         ),
@@ -177,6 +190,7 @@ def write_report(
         )
         + ".",
         "",
+        *([cohort_line(c["cohort_meta"]), ""] if cohort_line(c["cohort_meta"]) else []),
         "## Encoders on held-out test subjects",
         "",
         "Collapse verdict on the training split (the data the model was fitted to): "

@@ -41,6 +41,7 @@ def test_demo_tiny_end_to_end(tmp_path: Path, parallel: bool) -> None:
     assert (out / "latent_ode" / "metrics.json").exists() and (out / "latent_ode" / "growth.png").exists()
     assert list((out / "latent_ode" / "forecast").glob("*_forecast_t*.nii.gz"))
     report = (out / "report.md").read_text()
+    assert "growth fast, schedule irregular, biomarkers on" in report  # the cohort options it used
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     assert len(links) >= 6
     for link in links:

@@ -158,6 +158,22 @@ def test_subject_level_split_and_datalist_resolves(cohorts):
         assert sites.setdefault(r["subject_id"], r["attachment_site"]) == r["attachment_site"]
 
 
+def test_table_only_reproduces_the_image_cohort(cohorts, tmp_path):
+    """Same seed: the same laws, biomarkers and times; the same measured volume (the inner skull does not bind)."""
+    table = generate_cohort(str(tmp_path / "t"), subjects=3, timepoints=3, seed=0, spacing=SPACING, table_only=True)
+    img_rows, tab_rows = _rows(cohorts["a"]), _rows(table)
+    assert len(img_rows) == len(tab_rows)
+    same = ("case_id", "time_years", "true_V0_ml", "true_a_per_year", "true_K_ml", "calcification", "t2_signal")
+    same += ("edema_extent", "rapid_growth", "atypical", "target_volume_ml", "volume_ml")
+    for r, t in zip(img_rows, tab_rows):
+        assert all(r[c] == t[c] for c in same), r["case_id"]
+        assert t["centroid_x"] == "" and t["attachment_site"] == ""
+    meta = json.loads((cohorts["a"] / "cohort_meta.json").read_text())
+    dl = json.loads((cohorts["a"] / "datalist.json").read_text())
+    assert dl["cohort"] == {k: meta[k] for k in ("generator", "version", "options")}
+    assert dl["cohort"]["options"]["growth"] == "realistic" and dl["cohort"]["options"]["biomarkers"] is True
+
+
 def test_show_writes_png(cohorts, tmp_path):
     from custom.plots.show import show
 

@@ -29,7 +29,8 @@ def prepare_datalist(
     """Return the path of a datalist, generating the embedded synthetic cohort first when needed.
 
     When ``datalist`` does not exist and ``dataset_dir`` is missing or empty, the synthetic cohort is
-    generated in ``dataset_dir`` (``synthetic`` holds ``subjects``, ``timepoints``, ``seed``, ``growth``;
+    generated in ``dataset_dir`` (``synthetic`` holds ``subjects``, ``timepoints``, ``seed``, ``growth``,
+    ``schedule``, ``biomarkers``;
     it is written at the training ``spacing`` so no time is spent on voxels that would be resampled away).
     When ``dataset_dir`` holds BraTS-MEN cases but no datalist, one is built and validated; with
     ``skip_invalid`` invalid cases are left out and listed in ``skipped_datalist.csv`` beside the datalist.
@@ -52,6 +53,8 @@ def prepare_datalist(
             spacing=float(syn.get("spacing", sp)),
             workers=workers,
             growth=str(syn.get("growth", "realistic")),
+            schedule=str(syn.get("schedule", "irregular")),
+            biomarkers=syn.get("biomarkers", True),
         )
         generated = root / "datalist.json"
         if dl.resolve() != generated.resolve():

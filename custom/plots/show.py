@@ -4,6 +4,9 @@ Rows are timepoints (sorted), columns are t1c/t1n/t2f/t2w x axial/coronal/sagitt
 through that timepoint's tumour centroid (labels 1+3; the volume centre when there is no tumour), with
 the segmentation outlined (ncr red, edema yellow, enhancing tumour green). Works on the synthetic cohort
 and on real BraTS-MEN folders (``<data_dir>/<subject>-TTT/``); times come from a datalist when known.
+For a synthetic cohort the title names the subject's biomarkers and growth law from ``cohort.csv``
+(calcification, T2 signal, edema extent, growth class, rapid growth, atypical); calcified foci are the
+signal voids inside the tumour on every sequence (labelled non-enhancing core, outlined red).
 """
 
 from __future__ import annotations
@@ -55,6 +58,22 @@ def _times_from_csv(path: pathlib.Path) -> dict[str, float]:
         return {}
     with open(path) as fh:
         return {f"{r['subject_id']}-{int(r['timepoint']):03d}": float(r["time_years"]) for r in csv.DictReader(fh)}
+
+
+def _subject_info(path: pathlib.Path, subject: str) -> str:
+    """One line of the subject's biomarkers and law from a synthetic cohort.csv ('' when not known)."""
+    if not path.exists():
+        return ""
+    with open(path) as fh:
+        row = next((r for r in csv.DictReader(fh) if r.get("subject_id") == subject), None)
+    if row is None or not row.get("calcification"):
+        return ""
+    return (
+        f"calcification {row['calcification']}, T2 {row['t2_signal']}, edema extent {float(row['edema_extent']):.2f}; "
+        f"{row['growth_class']}{' (atypical)' if row.get('atypical') == '1' else ''}, "
+        f"rapid growth {'yes' if row.get('rapid_growth') == '1' else 'no'}, "
+        f"a = {float(row['true_a_per_year']):.3f}/yr, K = {float(row['true_K_ml']):.1f} mL"
+    )
 
 
 def _plane(vol: np.ndarray, plane: str, ijk: np.ndarray) -> np.ndarray:
@@ -163,7 +182,7 @@ def show(data_dir: str, subject: str, out: str, datalist: str | None = None) -> 
                 )
                 if seg is not None:
                     s2 = _plane(seg, plane, ijk)
-                    for lab, col in LABEL_COLOURS.items():
+                    for lab, col in sorted(LABEL_COLOURS.items(), reverse=True):  # core outline on top
                         if (s2 == lab).any():
                             ax.contour((s2 == lab).astype(float), levels=[0.5], colors=col, linewidths=0.6)
                 ax.set_xticks([])
@@ -171,8 +190,13 @@ def show(data_dir: str, subject: str, out: str, datalist: str | None = None) -> 
                 if r == 0:
                     ax.set_title(f"{m} {plane[:3]}", color="white", fontsize=7)
         axes[r, 0].set_ylabel(f"{tlabel}\n{vlabel}", color="white", fontsize=7)
-    fig.suptitle(f"{subject}: {n_rows} timepoints (ncr red, edema yellow, enhancing green)", color="white", fontsize=9)
-    fig.subplots_adjust(left=0.05, right=0.995, bottom=0.01, top=1 - 0.45 / fig.get_figheight())
+    title = f"{subject}: {n_rows} timepoints (ncr red, edema yellow, enhancing green)"
+    info = _subject_info(root / "cohort.csv", subject)
+    head = 0.45
+    if info:
+        title, head = f"{title}\n{info}", 0.65
+    fig.suptitle(title, color="white", fontsize=8 if info else 9)
+    fig.subplots_adjust(left=0.05, right=0.995, bottom=0.01, top=1 - head / fig.get_figheight())
     out_path = pathlib.Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=110, facecolor="black")

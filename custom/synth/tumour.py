@@ -15,7 +15,12 @@ material at output radius ``r`` comes from ``rho = cbrt(r^3 - R^3 exp(-max(r - R
 (monotone in ``r``, hence a one-to-one pull-back).
 
 Peritumoral (vasogenic) edema: brain within ``d_e = k_e R`` of the tumour, reaching further in white
-matter (edema spreads along WM), growing with tumour size; ``k_e = 0`` for edema-free subjects.
+matter (edema spreads along WM), growing with tumour size; ``k_e`` is the subject's ``edema_extent``
+biomarker (0 for edema-free subjects).
+
+Calcification: balls fixed in the shape frame (unit scale), so they grow with the tumour and stay in place;
+tumour voxels whose centre falls in a ball are calcified. They are labelled 1 (non-enhancing tumour core):
+calcified tissue is tumour (it counts in the tumour volume) but does not enhance.
 """
 
 from __future__ import annotations
@@ -241,4 +246,64 @@ def paint_edema(
     ed = (dist <= reach) & (brain[sl] > 0.5) & ~tumour[sl]
     out = seg.copy()
     out[sl][ed] = 2
+    return out
+
+
+#: Calcified foci per calcification level: (number range, radius range in unit-scale shape units).
+CALCIFICATION_FOCI: dict[str, tuple[tuple[int, int], tuple[float, float]]] = {
+    "none": ((0, 0), (0.0, 0.0)),
+    "partial": ((3, 6), (0.14, 0.22)),
+    "heavy": ((6, 10), (0.22, 0.35)),
+}
+HEAVY_CORE_RADIUS: tuple[float, float] = (0.45, 0.6)  # unit-scale radius of the heavy level's central focus
+
+
+@dataclass(frozen=True)
+class CalcifiedFoci:
+    """Calcified foci: balls fixed in the tumour's shape frame (centres relative to P and radii at unit scale),
+    so they scale with the tumour and stay in place across timepoints."""
+
+    centres: np.ndarray  # [F, 3]
+    radii: np.ndarray  # [F]
+
+    @staticmethod
+    def sample(rng: np.random.Generator, shape_: TumourShape, level: str) -> "CalcifiedFoci":
+        """``CALCIFICATION_FOCI[level]`` foci centred at random points of the unit-scale tumour."""
+        if level not in CALCIFICATION_FOCI:
+            raise ValueError(f"calcification must be one of {sorted(CALCIFICATION_FOCI)}, got {level!r}")
+        (lo, hi), (rlo, rhi) = CALCIFICATION_FOCI[level]
+        n = int(rng.integers(lo, hi + 1)) if hi > 0 else 0
+        if n == 0:
+            return CalcifiedFoci(np.zeros((0, 3)), np.zeros(0))
+        ext = shape_.extent()
+        cand = rng.uniform(-ext, ext, size=(4000, 3))
+        cand = cand[shape_.inside(cand, 1.0)]
+        centres = cand[rng.choice(len(cand), size=min(n, len(cand)), replace=False)]
+        radii = rng.uniform(rlo, rhi, size=len(centres))
+        if level == "heavy":  # a dense central conglomerate in the main lobe, plus scattered foci
+            centres = np.concatenate([shape_.centres[:1], centres])
+            radii = np.concatenate([[rng.uniform(*HEAVY_CORE_RADIUS)], radii])
+        return CalcifiedFoci(centres, radii)
+
+    def inside(self, rel: np.ndarray, s: float) -> np.ndarray:
+        """Membership of points ``rel`` = x - P [N, 3] (mm) at tumour scale ``s`` (mm)."""
+        q = rel / s
+        out = np.zeros(len(q), dtype=bool)
+        for c, r in zip(self.centres, self.radii):
+            out |= ((q - c) ** 2).sum(axis=1) <= r * r
+        return out
+
+
+def calcified_mask(
+    seg: np.ndarray, foci: CalcifiedFoci, shape_: TumourShape, s: float, affine: np.ndarray
+) -> np.ndarray:
+    """Tumour voxels (labels 1, 3) whose centre lies in a calcified focus at scale ``s``."""
+    tumour = np.isin(seg, (1, 3))
+    out = np.zeros(seg.shape, dtype=bool)
+    if len(foci.radii) == 0 or not tumour.any():
+        return out
+    idx = np.argwhere(tumour)
+    world = idx @ affine[:3, :3].T + affine[:3, 3]
+    hit = foci.inside(world - shape_.base, s)
+    out[tuple(idx[hit].T)] = True
     return out
