@@ -230,6 +230,8 @@ def make_dataset(
     device: Any = None,
     skipped_dir: str | None = None,
     min_items: int | None = None,
+    min_items_reason: str = "batch_size: the training loader drops the last incomplete batch, so training would "
+    "train nothing",
 ) -> Dataset:
     """A MONAI dataset of one split with the requested caching.
 
@@ -238,9 +240,9 @@ def make_dataset(
     step never waits for host-to-device copies; ``"memory"`` caches on the host, ``"disk"`` in ``cache_dir``,
     ``"none"`` decodes every time; ``"auto"`` is ``"gpu"`` on CUDA devices and ``"memory"`` otherwise.
     ``skipped_dir``: where ``skipped_<split>.csv`` goes with ``skip_invalid`` (see :func:`load_split`).
-    ``min_items``: fewest items the split must keep (the training batch size: the training loader drops the last
-    incomplete batch, so fewer cases would train nothing); fewer raise :class:`DataValidationError` naming the
-    split sizes.
+    ``min_items``: fewest items the split must keep (training: the batch size, since the loader drops the last
+    incomplete batch and fewer cases would train nothing; validation: 2, for the latent diagnostics), with
+    ``min_items_reason`` saying why; fewer raise :class:`DataValidationError` naming the split sizes.
     """
     from custom.utils import as_bool
 
@@ -258,9 +260,8 @@ def make_dataset(
         )
     if min_items is not None and len(items) < int(min_items):
         raise DataValidationError(
-            f"split '{split}' of {datalist} has {len(items)} usable case(s), fewer than batch_size {int(min_items)}: "
-            f"no full batch, so training would train nothing (split sizes: {_split_sizes(datalist)}); "
-            "lower batch_size or add cases"
+            f"split '{split}' of {datalist} has {len(items)} usable case(s), fewer than the {int(min_items)} needed "
+            f"({min_items_reason}); split sizes: {_split_sizes(datalist)}; add cases or change the split"
         )
     import torch
 
