@@ -37,7 +37,8 @@ def check_datalist_matches(datalist: str | Path, dataset_dir: str | Path, rebuil
     """Raise :class:`StaleDatalistError` when ``datalist`` lists another set of cases or files than ``dataset_dir``.
 
     Compared: the case ids (splits and ``skipped``) against the discovered ones, and for each case listed in a
-    split, its image and label paths (after resolving links) against the discovered files.
+    split, its image and label paths (after resolving links) against the discovered files. A datalist none of whose
+    images lies under ``dataset_dir`` describes another folder and is not compared.
 
     Args:
         datalist: the JSON file (relative paths are relative to its folder, as MONAI reads them).
@@ -60,6 +61,14 @@ def check_datalist_matches(datalist: str | Path, dataset_dir: str | Path, rebuil
             if isinstance(item, dict) and "case_id" in item:
                 listed[str(item["case_id"])] = item
     skipped = {str(row.get("case_id")) for row in raw.get("skipped", []) or [] if isinstance(row, dict)}
+    paths = [
+        _resolve(str(v), folder)
+        for item in listed.values()
+        for v in ([item.get("image")] if isinstance(item.get("image"), str) else list(item.get("image") or []))
+    ]
+    real_root = os.path.realpath(root).rstrip(os.sep) + os.sep
+    if paths and not any(p.startswith(real_root) for p in paths):
+        return  # the datalist describes another folder (e.g. given with --datalist alone): nothing to compare
     on_disk = {c.case_id: c for c in discover_cases(root, clashes="record")}
 
     lines: list[str] = []
