@@ -226,3 +226,22 @@ def test_inference_skip_invalid_lists_a_missing_file_and_runs_the_rest(
     done = {p.name for p in (tmp_path / "infer").glob("*_recon.nii.gz")}
     assert f"{test[1]['case_id']}_recon.nii.gz" in done and f"{test[0]['case_id']}_recon.nii.gz" not in done
     assert snapshot(cohort) == before
+
+
+def test_training_on_an_empty_non_default_folder_is_refused(tmp_path: Path) -> None:
+    from monai.bundle import run
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(Exception) as info:
+        run(
+            "training",
+            config_file=str(BUNDLE / "train.json"),
+            dataset_dir=str(empty),
+            output_dir=str(tmp_path / "run"),
+            ckpt_dir=str(tmp_path / "models"),
+            **SMALL,
+        )
+    message = str(find_user_error(info.value))
+    assert message.startswith(f"dataset folder {empty} is empty: no BraTS-MEN case to use")
+    assert list(empty.iterdir()) == [] and not (tmp_path / "models" / "model.pt").exists()

@@ -355,3 +355,21 @@ def test_non_zero_background_is_listed_as_a_warning(tmp_path: Path, capsys: pyte
     written = json.loads((tmp_path / "out" / "datalist.json").read_text())
     assert [w["case_id"] for w in written["warnings"]] == [cids[0]]
     assert snapshot(root) == before
+
+
+def test_skip_invalid_skips_a_missing_listed_file_and_lists_it(tmp_path: Path) -> None:
+    from custom.data.dataset import load_split
+
+    root, out = tmp_path / "data", tmp_path / "out"
+    cids = make_cohort(root, subjects=3)
+    dl = write_datalist(build_datalist(root, split=(1, 0, 0)), out / "datalist.json")
+    gone = file_of(root, cids[1], "t2w")
+    gone.unlink()
+    before = snapshot(root)
+    with pytest.raises(DataValidationError, match=f"{cids[1]}: image file does not exist: {gone}"):
+        load_split(str(dl), "training")
+    items = load_split(str(dl), "training", skip_invalid=True, skipped_dir=str(out / "run"))
+    assert [i["case_id"] for i in items] == [cids[0], cids[2]]
+    rows = (out / "run" / "skipped_training.csv").read_text().splitlines()
+    assert rows == ["case_id,path,problem", f"{cids[1]},{gone},file does not exist (broken symbolic link?)"]
+    assert snapshot(root) == before

@@ -101,4 +101,7 @@ def datalist(
 if __name__ == "__main__":
     import fire
 
+    from custom.data.errors import install_excepthook
+
+    install_excepthook()
     fire.Fire({"datalist": datalist})

@@ -171,7 +171,8 @@ def load_split(
     """
     from custom.data.datalist import read_datalist
 
-    items = read_datalist(datalist, split)
+    # with skip_invalid a missing listed file is kept here, so that validation names it and the case is skipped
+    items = read_datalist(datalist, split, keep_missing=bool(skip_invalid and validate))
     if limit:
         items = items[: int(limit)]
     if validate and items:
