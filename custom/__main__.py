@@ -36,15 +36,31 @@ def _commands() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a user error (bad data, unknown option) prints ``error: ...`` and returns 2.
+
+    Unknown options and surplus values are refused before the command runs (:mod:`custom.cli_args`). With
+    ``MENGROWTH_DEBUG=1`` the Python traceback is printed as well.
+    """
     import fire
 
-    from custom.data.errors import UserFacingError
-    from custom.data.validation import DataValidationError
+    from custom.cli_args import check_arguments
+    from custom.data.errors import debug_enabled, find_user_error
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    commands = _commands()
     try:
-        fire.Fire(_commands(), command=argv, name="python -m custom")
-    except (UserFacingError, DataValidationError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if args and args[0] in commands:
+            check_arguments(args[0], commands[args[0]], args[1:])
+        fire.Fire(commands, command=args, name="python -m custom")
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        user = find_user_error(err)
+        if user is None and not isinstance(err, FileNotFoundError):
+            raise
+        if debug_enabled():
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {user or err}", file=sys.stderr)
         return 2
     return 0
 

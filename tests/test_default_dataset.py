@@ -1,4 +1,5 @@
-"""A fresh machine: when ``dataset_dir`` does not exist, the bundles generate the synthetic cohort there first."""
+"""A fresh machine: when ``dataset_dir`` does not exist, the bundles generate the synthetic cohort there first
+(for the default ``data/synthetic``, or any folder with ``generate_synthetic`` true)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ def test_missing_dataset_dir_gets_the_synthetic_cohort(tmp_path: Path) -> None:
         synthetic={"subjects": 3, "timepoints": 2, "seed": 0},
         spacing=7.5,
         workers=1,
+        generate_synthetic=True,
     )
     dl = json.loads(Path(datalist).read_text())
     items = [it for k in ("training", "validation", "test") for it in dl.get(k, [])]

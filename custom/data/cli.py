@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from custom.data.datalist import SPLIT_KEYS, build_datalist, write_datalist
-from custom.data.validation import DataValidationError
+from custom.data.errors import DataValidationError
 
 __all__ = ["datalist", "parse_split"]
 
@@ -91,6 +91,8 @@ def datalist(
         lines += [f"    {row['case_id']}: {row['path']}: {row['problem']}" for row in result["skipped"]]
     else:
         lines.append("  problems: none")
+    for row in result.get("warnings", []):
+        lines.append(f"  warning: {row['case_id']}: {row['path']}: {row['warning']}")
     lines.append(f"datalist: written to {written}")
     print("\n".join(lines))
     return str(written)
@@ -99,4 +101,7 @@ def datalist(
 if __name__ == "__main__":
     import fire
 
+    from custom.data.errors import install_excepthook
+
+    install_excepthook()
     fire.Fire({"datalist": datalist})

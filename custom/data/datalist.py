@@ -34,8 +34,10 @@ from typing import Any
 import numpy as np
 
 from custom.constants import MODALITIES
-from custom.data.discovery import CaseRecord, discover_cases, read_times_csv
-from custom.data.validation import DataValidationError, ValidationReport, validate_cases
+from custom.data.case_record import CaseRecord
+from custom.data.discovery import discover_cases, read_times_csv
+from custom.data.errors import DataValidationError
+from custom.data.validation import ValidationReport, validate_cases
 
 __all__ = [
     "SPLIT_KEYS",
@@ -118,10 +120,23 @@ def case_to_item(case: CaseRecord, time_years: float | None = None) -> dict[str,
     return item
 
 
+def _ensure_writable(path: Path, what: str) -> None:
+    """Create ``path``'s folder; raise a clean :class:`DataValidationError` when it cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataValidationError(f"cannot create {path.parent} for the {what}: {err.strerror or err}") from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise DataValidationError(
+            f"cannot write the {what} to {path}: permission denied; choose a folder you can write "
+            "(the data folder itself may stay read-only)"
+        )
+
+
 def write_skipped(report: ValidationReport, path: str | Path) -> Path:
     """Write the skipped cases and their reasons (``.json`` -> JSON list, otherwise CSV)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _ensure_writable(path, "list of skipped cases")
     rows = [{"case_id": p.case_id, "path": p.path, "problem": p.message} for p in report.problems]
     if path.suffix.lower() == ".json":
         path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
@@ -171,7 +186,10 @@ def build_datalist(
     if len(split) != len(SPLIT_KEYS):
         raise ValueError(f"split needs {len(SPLIT_KEYS)} fractions (training, validation, test), got {list(split)}")
     data_dir = Path(data_dir)
-    cases = discover_cases(data_dir)
+    if not data_dir.is_dir():
+        raise DataValidationError(f"dataset folder does not exist or is not a folder: {data_dir}")
+    # with skip_invalid a clash (same case in two folders) is a problem of that case only, skipped and listed
+    cases = discover_cases(data_dir, clashes="record") if skip_invalid else discover_cases(data_dir)
     if not cases:
         raise DataValidationError(
             f"no BraTS-MEN case found under {data_dir} (expected files like "
@@ -179,8 +197,12 @@ def build_datalist(
         )
 
     skipped: list[dict[str, str]] = []
+    warnings: list[dict[str, str]] = []
     if validate:
         report = validate_cases(cases, require_seg=require_seg, check_content=check_content, workers=workers)
+        warnings = [{"case_id": w.case_id, "path": w.path, "warning": w.message} for w in report.warnings]
+        if warnings:
+            logger.warning("%d warning(s):\n%s", len(warnings), report.format_warnings())
         if not report.ok:
             if not skip_invalid:
                 report.raise_if_any()
@@ -208,6 +230,8 @@ def build_datalist(
         item = case_to_item(case, times.get((case.subject_id, case.timepoint)))
         datalist[subject_to_split[case.subject_id]].append(item)
     datalist["skipped"] = skipped
+    if warnings:
+        datalist["warnings"] = warnings
     return datalist
 
 
@@ -244,13 +268,16 @@ def write_datalist(datalist: dict[str, Any], path: str | Path) -> Path:
                 for item in value
             ]
         out[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _ensure_writable(path, "datalist")
     path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     return path
 
 
-def read_datalist(path: str | Path, split: str) -> list[dict[str, Any]]:
+def read_datalist(path: str | Path, split: str, keep_missing: bool = False) -> list[dict[str, Any]]:
     """Read one split of a datalist JSON with absolute, checked paths.
+
+    ``keep_missing``: return items whose listed files do not exist instead of raising (for a later check that
+    skips and lists them, as inference's ``skip_invalid`` does); each is logged as a warning.
 
     Uses ``monai.data.load_decathlon_datalist`` for the image/label paths and keeps every other
     field (``case_id``, ``time_years``, ...) exactly as written.
@@ -293,7 +320,11 @@ def read_datalist(path: str | Path, split: str) -> list[dict[str, Any]]:
                 if file is not None and not os.path.exists(file):
                     missing.append(f"{name}: {key} file does not exist: {file}")
         items.append(item)
-    if missing:
+    if missing and keep_missing:
+        logger.warning(
+            "datalist %s (%s): %d listed file(s) do not exist:\n%s", path, split, len(missing), "\n".join(missing)
+        )
+    elif missing:
         raise DataValidationError(
             f"datalist {path} ({split}): {len(missing)} listed file(s) do not exist:\n" + "\n".join(missing)
         )

@@ -6,9 +6,17 @@ recursively, keeps only files whose *name* matches that pattern and ignores ever
 (README files, masks from other tools, hidden files). It does not open the images: that is
 :mod:`custom.data.validation`'s job, so discovery is fast and never fails on a corrupt file.
 
+Symbolic links to folders are followed (hospital exports often link case folders in from elsewhere);
+a link that points back to one of its own parent folders is a loop and is reported, naming the link.
+A file whose name matches the pattern only when the letter case is ignored (``brats-men-00001-000-t1c.nii.gz``,
+``...-T1C.NII.GZ``) is neither used nor silently ignored: it is a problem of its case (upper-cased id), naming the
+file and the expected name.
+
 A case's files must live in one folder and each modality must appear once: the same case in two
-folders, or ``-t1c.nii`` next to ``-t1c.nii.gz``, is ambiguous and raised as an error naming both
-paths rather than silently picking one.
+folders (for instance a segmentation copy under ``derivatives/``), or ``-t1c.nii`` next to ``-t1c.nii.gz``,
+is ambiguous and is reported naming both paths rather than silently picking one: raised at once
+(``clashes="raise"``, the default), or recorded as a problem of that case only (``clashes="record"``,
+what ``skip_invalid`` uses, so the rest of the dataset goes through and the case is listed as skipped).
 """
 
 from __future__ import annotations
@@ -19,11 +27,11 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from custom.constants import MODALITIES
-from custom.data.validation import DataValidationError
+from custom.data.case_record import CaseRecord
+from custom.data.errors import DataValidationError
 
 __all__ = [
     "CASE_ID_PATTERN",
@@ -43,77 +51,90 @@ FILE_PATTERN = re.compile(
     r"\.nii(?:\.gz)?$"
 )
 
+#: The same, ignoring letter case (names that differ only in case are reported, not used).
+_LOOSE_FILE_PATTERN = re.compile(
+    r"^BraTS-MEN-(?P<subject>\d{5})-(?P<tp>\d{3})-(?P<kind>" + "|".join(MODALITIES) + r"|seg)(?P<ext>\.nii(?:\.gz)?)$",
+    re.IGNORECASE,
+)
+
 _SUBJECT_PREFIX = "BraTS-MEN-"
 
 
-@dataclass
-class CaseRecord:
-    """One scan (a subject at a timepoint) found on disk.
-
-    Attributes:
-        case_id: ``BraTS-MEN-SSSSS-TTT``.
-        subject_id: ``BraTS-MEN-SSSSS``.
-        timepoint: ``int(TTT)``.
-        images: modality name -> path, only for the modalities present on disk.
-        seg: segmentation path, or ``None`` when absent.
-        folder: the folder holding the case's files.
-    """
-
-    case_id: str
-    subject_id: str
-    timepoint: int
-    images: dict[str, Path] = field(default_factory=dict)
-    seg: Path | None = None
-    folder: Path = Path(".")
-
-    def files(self) -> list[Path]:
-        """All files of the case (images in :data:`MODALITIES` order, then the seg)."""
-        out = [self.images[m] for m in MODALITIES if m in self.images]
-        if self.seg is not None:
-            out.append(self.seg)
-        return out
+def _walk(root: Path, loops: list[str]) -> Iterable[tuple[Path, list[str]]]:
+    """``(folder, file names)`` under ``root``, following folder links but not link loops (recorded in ``loops``)."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        here = os.path.realpath(dirpath)
+        kept = []
+        for name in sorted(dirnames):
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full):
+                target = os.path.realpath(full)
+                if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+                    loops.append(f"{full}: symbolic link to its own parent folder {target} (a loop); not followed")
+                    continue
+            kept.append(name)
+        dirnames[:] = kept
+        yield Path(dirpath), sorted(filenames)
 
 
-def discover_cases(root: str | Path) -> list[CaseRecord]:
+def discover_cases(root: str | Path, clashes: str = "raise") -> list[CaseRecord]:
     """List the BraTS-MEN cases under ``root``, sorted by (subject_id, timepoint).
 
     Args:
-        root: dataset folder, searched recursively (directory symlinks are not followed, so a
-            symlinked directory loop cannot hang discovery).
+        root: dataset folder, searched recursively (folder links are followed; loops are not).
+        clashes: ``"raise"``: a case id in two folders, a file kind twice, or a folder link loop raises at once;
+            ``"record"``: they become :attr:`CaseRecord.issues` of the case (validation reports them, so
+            ``skip_invalid`` can skip just that case); a link loop still raises.
 
     Returns:
         One :class:`CaseRecord` per case id; missing modalities are simply absent from
-        ``images`` (validation reports them with the expected file name).
+        ``images`` (validation reports them with the expected file name). Names that match only when the
+        letter case is ignored are in the case's ``issues``.
 
     Raises:
         FileNotFoundError: ``root`` does not exist or is not a directory.
-        DataValidationError: a case id appears in two folders or a file kind appears twice
-            (e.g. ``.nii`` and ``.nii.gz``); the message names both paths for every clash.
+        DataValidationError: (``clashes="raise"``) a case id appears in two folders or a file kind appears
+            twice (e.g. ``.nii`` and ``.nii.gz``); the message names both paths for every clash; a folder link loop.
     """
+    if clashes not in ("raise", "record"):
+        raise ValueError(f"clashes must be 'raise' or 'record', got {clashes!r}")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder does not exist or is not a directory: {root}")
 
     found: dict[str, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
+    misnamed: dict[str, list[tuple[Path, str]]] = defaultdict(list)
+    loops: list[str] = []
+    for folder, filenames in _walk(root, loops):
+        for name in filenames:
             match = FILE_PATTERN.match(name)
-            if match is None:
+            if match is not None:
+                found[match["case"]][match["kind"]].append(folder / name)
                 continue
-            found[match["case"]][match["kind"]].append(Path(dirpath) / name)
+            loose = _LOOSE_FILE_PATTERN.match(name)
+            if loose is not None:
+                case_id = f"BraTS-MEN-{loose['subject']}-{loose['tp']}"
+                expected = f"{case_id}-{loose['kind'].lower()}{loose['ext'].lower()}"
+                misnamed[case_id].append(
+                    (folder / name, f"file name differs in letter case from the BraTS-MEN form: rename it {expected}")
+                )
+    if loops:
+        raise DataValidationError(f"{len(loops)} folder link loop(s) under {root}:\n" + "\n".join(loops))
 
-    clashes: list[str] = []
+    problems: list[str] = []
     cases: list[CaseRecord] = []
-    for case_id, kinds in found.items():
+    for case_id in sorted(set(found) | set(misnamed)):
+        kinds = found.get(case_id, {})
+        issues: list[tuple[Path, str]] = list(misnamed.get(case_id, []))
         for kind, paths in sorted(kinds.items()):
             if len(paths) > 1:
                 listed = " and ".join(str(p) for p in paths)
-                clashes.append(f"{case_id}: duplicated {kind} file: {listed}")
+                issues.append((paths[1], f"duplicated {kind} file: {listed}"))
         folders = sorted({p.parent for paths in kinds.values() for p in paths})
         if len(folders) > 1:
             listed = " and ".join(str(f) for f in folders)
-            clashes.append(f"{case_id}: duplicated case id, files found in several folders: {listed}")
+            issues.append((folders[1], f"duplicated case id, files found in several folders: {listed}"))
+        problems += [f"{case_id}: {message}" for path, message in issues if not message.startswith("file name")]
         subject_num, tp = CASE_ID_PATTERN.fullmatch(case_id).groups()  # type: ignore[union-attr]
         cases.append(
             CaseRecord(
@@ -122,12 +143,13 @@ def discover_cases(root: str | Path) -> list[CaseRecord]:
                 timepoint=int(tp),
                 images={m: kinds[m][0] for m in MODALITIES if m in kinds},
                 seg=kinds["seg"][0] if "seg" in kinds else None,
-                folder=folders[0],
+                folder=folders[0] if folders else misnamed[case_id][0][0].parent,
+                issues=issues,
             )
         )
-    if clashes:
+    if problems and clashes == "raise":
         raise DataValidationError(
-            f"{len(clashes)} duplicated case file(s) under {root}:\n" + "\n".join(sorted(clashes))
+            f"{len(problems)} duplicated case file(s) under {root}:\n" + "\n".join(sorted(problems))
         )
     return sorted(cases, key=lambda c: (c.subject_id, c.timepoint))
 

@@ -29,6 +29,7 @@ import numpy as np
 from monai.transforms import MapTransform
 
 from custom.data.errors import UserFacingError
+from custom.data.nifti_checks import gzip_problem, header_problems
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,10 @@ def _read(path: str, want_volumes: int | None = None) -> tuple[tuple[int, ...], 
         raise InputGeometryError(f"{path}: {reason}")
     if not os.access(path, os.R_OK):
         raise InputGeometryError(f"{path}: not readable (permission denied)")
+    if path.endswith(".gz"):
+        corrupt = gzip_problem(path)
+        if corrupt is not None:
+            raise InputGeometryError(f"{path}: {corrupt}")
     try:
         img = nib.load(path, mmap=False)
         data = np.asarray(img.dataobj, dtype=np.float32)
@@ -102,6 +107,9 @@ def _read(path: str, want_volumes: int | None = None) -> tuple[tuple[int, ...], 
     if len(shape) != expected_ndim:
         what = "a 3D volume" if want_volumes is None else f"a 4D file with {want_volumes} volumes"
         raise InputGeometryError(f"{path}: shape {tuple(img.shape)}, expected {what}")
+    geometry = header_problems(img)
+    if geometry:
+        raise InputGeometryError(f"{path}: " + "; ".join(geometry))
     n_bad = int(np.count_nonzero(~np.isfinite(data)))
     if n_bad:
         raise InputGeometryError(f"{path}: {n_bad} non-finite voxel(s) (NaN/Inf); expected finite intensities")
@@ -157,10 +165,19 @@ def check_items(
     Returns the items that passed (all of them unless ``skip_invalid``). Skipped cases are logged and, when
     ``skipped_out`` is given, written there as CSV (``case_id,problem``).
     """
+    from custom.utils import as_bool
+
+    skip_invalid = as_bool(skip_invalid)
     spec = read_input_spec(metadata_file, key)
     good, problems = [], []
+    ids = [str(item.get("case_id", f"item {i}")) for i, item in enumerate(items)]
+    repeated = sorted({c for c in ids if ids.count(c) > 1})
+    if repeated:  # outputs are named by case id: two items with one id would overwrite each other's files
+        raise InputGeometryError(
+            f"case id(s) listed more than once, their outputs would overwrite each other: {', '.join(repeated)}"
+        )
     for i, item in enumerate(items):
-        case = str(item.get("case_id", f"item {i}"))
+        case = ids[i]
         try:
             check_files(item[key], spec, case)
             good.append(dict(item))

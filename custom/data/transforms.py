@@ -107,8 +107,14 @@ def get_preprocessing(
     modes = ["bilinear", "nearest"][: len(keys)]
     transforms: list = [
         # one loader (and so one reader object) per key: a LoadImaged shared by a 4-file image list and a
-        # single-file label is not thread-safe under CacheDataset(num_workers>1) and mis-stacked channels
-        *[LoadImaged(keys=k, image_only=True, allow_missing_keys=True) for k in keys],
+        # single-file label is not thread-safe under CacheDataset(num_workers>1) and mis-stacked channels;
+        # trailing singleton axes (X,Y,Z,1 or X,Y,Z,1,1 from DICOM converters) are squeezed, as validation accepts them
+        *[
+            LoadImaged(
+                keys=k, image_only=True, allow_missing_keys=True, reader="NibabelReader", squeeze_non_spatial_dims=True
+            )
+            for k in keys
+        ],
         *[EnsureChannelFirstd(keys=k, allow_missing_keys=True) for k in keys],
         Orientationd(keys=keys, axcodes="RAS", labels=None, allow_missing_keys=True),
         Spacingd(keys=keys, pixdim=pixdim, mode=modes, padding_mode="zeros", dtype=np.float32, allow_missing_keys=True),

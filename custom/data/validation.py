@@ -9,11 +9,19 @@ Checks per case (reference geometry = the case's t1c, or its first readable moda
 * a modality is missing (the expected file name is given); the seg is missing when required;
 * a file cannot be reached: broken link, symbolic-link loop (``ELOOP``), permission denied;
 * the gzip stream or NIfTI header is truncated/corrupt (nibabel, gzip, zlib and EOF errors become
-  one-line messages);
+  one-line messages); with ``check_content`` the whole gzip stream is decompressed, so its CRC-32 is checked;
+* the header geometry is unusable: non-finite affine or pixdim, a degenerate (singular) affine, qform and
+  sform both set but disagreeing (:mod:`custom.data.nifti_checks`);
+* problems found by discovery (file names in the wrong letter case, a file kind found twice);
 * the image is not 3D (2D, or 4D with more than one volume; a trailing singleton axis is fine);
 * shape or affine (absolute tolerance 1e-3 mm) differ from the reference;
 * with ``check_content``: non-finite voxels (counted), all-zero images, seg labels outside
   ``{0, 1, 2, 3}`` (listed). This needs the voxel data and is the slow part (~0.2 s per volume).
+
+Accepted as they are (MONAI's loader reads them the same way): left-handed affines (e.g. LAS, the loader
+reorients to RAS), ``scl_slope``/``scl_inter`` scaling (applied on reading by nibabel and MONAI alike), and
+trailing singleton axes (``X,Y,Z,1`` or ``X,Y,Z,1,1``). Warnings (listed, not refused): an image whose
+background is not zero.
 """
 
 from __future__ import annotations
@@ -26,24 +34,18 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from custom.constants import LABELS, MODALITIES
-from custom.data.errors import UserFacingError
-
-if TYPE_CHECKING:  # imported for typing only: discovery imports this module
-    from custom.data.discovery import CaseRecord
+from custom.data.case_record import CaseRecord
+from custom.data.errors import DataValidationError
+from custom.data.nifti_checks import background_warning, gzip_problem, header_problems
 
 __all__ = ["AFFINE_TOLERANCE_MM", "DataValidationError", "Problem", "ValidationReport", "validate_cases"]
 
 #: Largest absolute difference (mm) between two affines still considered the same geometry.
 AFFINE_TOLERANCE_MM: float = 1e-3
-
-
-class DataValidationError(UserFacingError):
-    """Invalid input data (a ``ValueError``); the message lists every problem, one per line."""
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,12 @@ class ValidationReport:
     Attributes:
         case_ids: every case that was checked, in input order.
         problems: every problem found.
+        warnings: things accepted but worth knowing (e.g. a non-zero background), one per file.
     """
 
     case_ids: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -89,6 +93,10 @@ class ValidationReport:
             return f"{len(self.case_ids)} case(s) checked, no problems"
         head = f"{len(self.problems)} problem(s) in {len(self.invalid_case_ids)} of " f"{len(self.case_ids)} case(s):"
         return "\n".join([head, *(f"  {p}" for p in self.problems)])
+
+    def format_warnings(self) -> str:
+        """One warning per line (empty string when there is none)."""
+        return "\n".join(f"  {w}" for w in self.warnings)
 
     def raise_if_any(self) -> None:
         """Raise :class:`DataValidationError` listing every problem, or do nothing."""
@@ -133,6 +141,7 @@ class _FileInfo:
     shape: tuple[int, ...] | None = None
     affine: np.ndarray | None = None
     data: np.ndarray | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def _load(path: Path, check_content: bool) -> tuple[_FileInfo, list[str]]:
@@ -153,6 +162,9 @@ def _load(path: Path, check_content: bool) -> tuple[_FileInfo, list[str]]:
         shape = shape[:-1]
     if len(shape) != 3:
         return info, [f"not a 3D volume: shape {tuple(img.shape)} (expected 3 spatial axes, one volume)"]
+    geometry = header_problems(img)
+    if geometry:
+        return info, geometry
     info.shape = shape
     info.affine = np.asarray(img.affine, dtype=np.float64)
     if path.name.endswith(".nii"):  # uncompressed: a cheap size check catches truncation without reading
@@ -164,6 +176,11 @@ def _load(path: Path, check_content: bool) -> tuple[_FileInfo, list[str]]:
             info.shape = None
             return info, [f"truncated file: {size} bytes, header promises {needed} bytes of data"]
     if check_content:
+        if path.name.endswith(".gz"):
+            corrupt = gzip_problem(path)
+            if corrupt is not None:
+                info.shape = None
+                return info, [corrupt]
         try:
             info.data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
         except (ImageFileError, *_READ_ERRORS) as err:
@@ -176,12 +193,16 @@ def _expected_name(case: CaseRecord, kind: str) -> Path:
     return case.folder / f"{case.case_id}-{kind}.nii.gz"
 
 
-def _check_case(case: CaseRecord, require_seg: bool, check_content: bool) -> list[Problem]:
-    """Every problem of one case, in a stable order (modalities, then seg)."""
+def _check_case(case: CaseRecord, require_seg: bool, check_content: bool) -> tuple[list[Problem], list[Problem]]:
+    """Every problem and warning of one case, in a stable order (discovery issues, modalities, then seg)."""
     problems: list[Problem] = []
+    warnings: list[Problem] = []
 
     def add(path: Path | str, message: str) -> None:
         problems.append(Problem(case.case_id, str(path), message))
+
+    for path, message in case.issues:
+        add(path, message)
 
     infos: dict[str, _FileInfo] = {}
     for modality in MODALITIES:
@@ -199,6 +220,10 @@ def _check_case(case: CaseRecord, require_seg: bool, check_content: bool) -> lis
                 add(path, f"{n_bad} non-finite voxel(s) (NaN/Inf) of {info.data.size}")
             elif not np.any(info.data):
                 add(path, "image is all zeros")
+            else:
+                warning = background_warning(info.data)
+                if warning is not None:
+                    warnings.append(Problem(case.case_id, str(path), warning))
             info.data = None  # free memory early
         infos[modality] = info
 
@@ -241,7 +266,7 @@ def _check_case(case: CaseRecord, require_seg: bool, check_content: bool) -> lis
                 add(case.seg, f"segmentation labels outside {{0,1,2,3}}: {shown}")
             info.data = None
         compare("seg", Path(case.seg), info)
-    return problems
+    return problems, warnings
 
 
 def validate_cases(
@@ -269,6 +294,7 @@ def validate_cases(
             results = list(pool.map(lambda c: _check_case(c, require_seg, check_content), case_list))
     else:
         results = [_check_case(c, require_seg, check_content) for c in case_list]
-    for problems in results:
+    for problems, warnings in results:
         report.problems.extend(problems)
+        report.warnings.extend(warnings)
     return report

@@ -8,6 +8,9 @@ P~_ik = R_ik / sum_i' R_i'k:
     C_k = 1 - H_Z(P~_.k),  H_Z with log base Z;          C = mean_k C_k
     I_k = R^2 of the regressor for factor k on held-out subjects;  I = mean_k I_k
 
+A factor that is constant on the training or the test rows has an undefined R^2 (SS_tot = 0): its I_k is NaN,
+its importance column zero, and it is left out of I (as SAP does), never scored as perfectly informative.
+
 Importances: |coef| of a Lasso on standardised latents and standardised target (the paper's
 choice for linear codes), or ``feature_importances_`` of gradient-boosted trees. Regressors are fit
 on a train split (``GroupShuffleSplit`` by subject when groups are given) and I is their test R^2,
@@ -123,6 +126,11 @@ def dci(
         tr = train[np.isfinite(factors[train, j])]
         te = test[np.isfinite(factors[test, j])]
         if len(tr) < 4 or len(te) < 2:
+            info[name] = float("nan")
+            continue
+        if np.ptp(factors[tr, j]) == 0 or np.ptp(factors[te, j]) == 0:
+            # R^2 = 1 - SS_res / SS_tot is undefined for a constant target (SS_tot = 0); sklearn's r2_score would
+            # return 1.0 for an exact prediction of it. As in SAP: NaN, no importance, left out of the mean.
             info[name] = float("nan")
             continue
         xs, ys = StandardScaler().fit(mu[tr]), StandardScaler().fit(factors[tr, j : j + 1])

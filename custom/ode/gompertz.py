@@ -28,7 +28,7 @@ A_BOUNDS: tuple[float, float] = (1e-4, 5.0)
 def gompertz_volume(t, v0, a, k):
     """V(t) = K exp(ln(V0/K) e^{-a t}); works on numpy arrays, torch tensors and floats (broadcasting)."""
     if isinstance(t, torch.Tensor):
-        return k * torch.exp(torch.log(v0 / k) * torch.exp(-a * t))
+        return k * torch.exp(torch.log(torch.as_tensor(v0 / k, dtype=t.dtype, device=t.device)) * torch.exp(-a * t))
     return k * np.exp(np.log(v0 / k) * np.exp(-a * np.asarray(t, dtype=float)))
 
 
