@@ -230,19 +230,28 @@ def sample_law_given_rapid(rng: np.random.Generator, mode: GrowthMode, rapid: bo
     raise RuntimeError(f"growth mode {mode.name!r} gave no {cls} law with rapid={rapid} in {MAX_DRAWS} draws")
 
 
+#: Visits drawn per subject before cutting to the requested number (keeps shorter cohorts prefixes of longer ones).
+MAX_TIMEPOINTS: int = 16
+
+
 def sample_scan_times(rng: np.random.Generator, n: int, schedule: str = "irregular") -> np.ndarray:
     """Scan times in years, the first at 0.
 
     ``irregular``: gaps ~ U(0.5, 2) years. ``protocol``: the first ``n`` visits of 0, 0.5, 1, 1.5, 2, 3, 4, 5
     years (Behbahani et al. 2019), each after the first jittered by U(-0.04, 0.04) years.
+
+    The draws are made for ``MAX_TIMEPOINTS`` visits and cut to ``n``, so a cohort with fewer timepoints holds the
+    first visits of the same seed's longer cohort (the same subjects, followed for less time).
     """
+    if n > MAX_TIMEPOINTS:
+        raise ValueError(f"at most {MAX_TIMEPOINTS} timepoints per subject, asked for {n}")
     if schedule == "irregular":
-        gaps = rng.uniform(*GAP_RANGE_YEARS, size=max(n - 1, 0))
+        gaps = rng.uniform(*GAP_RANGE_YEARS, size=MAX_TIMEPOINTS - 1)[: max(n - 1, 0)]
         return np.concatenate([[0.0], np.cumsum(gaps)])
     if schedule == "protocol":
         if n > len(PROTOCOL_YEARS):
             raise ValueError(f"schedule 'protocol' has {len(PROTOCOL_YEARS)} visits, asked for {n} timepoints")
-        jitter = rng.uniform(-PROTOCOL_JITTER_YEARS, PROTOCOL_JITTER_YEARS, size=n)
+        jitter = rng.uniform(-PROTOCOL_JITTER_YEARS, PROTOCOL_JITTER_YEARS, size=MAX_TIMEPOINTS)[:n]
         jitter[0] = 0.0
         return np.asarray(PROTOCOL_YEARS[:n]) + jitter
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")

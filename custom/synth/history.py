@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from custom.synth.biomarkers import Biomarkers, EffectSizes, rapid_probability, sample_biomarkers
-from custom.synth.growth import VOLUME_NOISE_SD, GrowthParams, get_mode, sample_law_given_rapid, sample_scan_times
+from custom.synth.growth import (
+    MAX_TIMEPOINTS,
+    VOLUME_NOISE_SD,
+    GrowthParams,
+    get_mode,
+    sample_law_given_rapid,
+    sample_scan_times,
+)
 
 
 @dataclass(frozen=True)
@@ -80,5 +87,5 @@ def sample_history(
     rapid = bool(rng.random() < p)
     law = sample_law_given_rapid(rng, mode, rapid, effects.rapid_share)
     times = sample_scan_times(rng, timepoints, schedule)
-    noise = rng.normal(0.0, noise_sd, size=len(times))
+    noise = rng.normal(0.0, noise_sd, size=MAX_TIMEPOINTS)[: len(times)]  # prefix-stable, as the times
     return SubjectHistory(markers=markers, p_rapid=p, law=law, times=times, noise=noise)
