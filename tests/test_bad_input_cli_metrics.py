@@ -20,7 +20,8 @@ def test_mistyped_option_is_refused_before_anything_runs(tmp_path: Path, capsys:
     assert code == 2 and not out.exists()
     assert err.splitlines()[0] == (
         "error: python -m custom synth: unknown option --subject (did you mean --subjects?); valid options: "
-        "--out, --subjects, --timepoints, --seed, --spacing, --workers, --growth; nothing was run"
+        "--out, --subjects, --timepoints, --seed, --spacing, --workers, --growth, --schedule, --biomarkers, --table_only, "
+        "--or_no_calcification, --or_edema, --or_t2_iso_hyper, --rapid_share; nothing was run"
     )
     assert "capitalize" not in err and "Traceback" not in err
 
