@@ -8,10 +8,13 @@ without knowing which command-line overrides the training run used.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from ignite.engine import Engine, Events
+
+logger = logging.getLogger(__name__)
 
 
 class ModelConfigWriter:
@@ -60,3 +63,32 @@ def network_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg and "decoder_output_layer" not in cfg:
         kwargs.update(LEGACY_DECODER)
     return kwargs
+
+
+def trained_model_config(model_dir: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The sizes a model was trained with: ``defaults`` updated by ``<model_dir>/model_config.json``.
+
+    Inference and evaluation configs read their ``spatial_size``, ``spacing``, ``z_dim`` and decoder switches
+    from this dict, so that ``--ckpt_dir <a training run's models>`` is enough to rebuild that run's network.
+    A config written before ``decoder_output_layer`` was recorded gets :data:`LEGACY_DECODER`. Without a
+    ``model_config.json`` the defaults are used and a warning names the missing file.
+
+    Args:
+        model_dir: the folder holding ``model.pt`` (and, after training, ``model_config.json``).
+        defaults: the values to use for keys the file does not record.
+
+    Example:
+        >>> trained_model_config("runs/vae/models", {"z_dim": 128, "spatial_size": [128, 128, 128]})["z_dim"]
+        16
+    """
+    path = Path(model_dir) / "model_config.json"
+    out = dict(defaults)
+    if not path.is_file():
+        logger.warning("%s not found: using the config's sizes %s", path, {k: out[k] for k in sorted(out)})
+        return out
+    recorded = json.loads(path.read_text())
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{path}: expected a JSON object of training sizes, found {type(recorded).__name__}")
+    out.update(recorded)
+    out.update(network_kwargs(recorded))
+    return out
