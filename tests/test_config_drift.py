@@ -18,10 +18,10 @@ BUNDLES = ("vae_baseline", "dipvae")
 CONFIGS = REPO / "bundles"
 
 #: config files that must be the same file in both bundles
-IDENTICAL_FILES: tuple[str, ...] = ("evaluate.json", "multi_gpu_train.json", "logging.conf")
+IDENTICAL_FILES: tuple[str, ...] = ("multi_gpu_train.json", "logging.conf")
 
 #: config files compared id by id, with the ids that are meant to differ
-COMPARED_FILES: tuple[str, ...] = ("train.json", "inference.json")
+COMPARED_FILES: tuple[str, ...] = ("train.json", "inference.json", "evaluate.json")
 
 _DIP = "DIP-VAE-II's covariance penalty exists only in dipvae"
 _SBD = "the Spatial Broadcast Decoder's coordinate switch exists only in dipvae's decoder choice"
@@ -55,10 +55,13 @@ INTENDED_DIFFERENCES: dict[tuple[str, str], str] = {
     ("train.json", "dip_lambda_schedule#start_epoch"): _DIP,
     ("train.json", "dip_lambda_schedule#warmup_epochs"): _DIP,
     ("train.json", "sbd_coords_every_stage"): _SBD,
-    ("train.json", "network_def#sbd_coords_every_stage"): _SBD,
+    ("train.json", "vae#sbd_coords_every_stage"): _SBD,
     ("train.json", "train#handlers#1#config#sbd_coords_every_stage"): _SBD + " (written to model_config.json)",
     ("inference.json", "sbd_coords_every_stage"): _SBD,
-    ("inference.json", "network_def#sbd_coords_every_stage"): _SBD,
+    ("inference.json", "vae#sbd_coords_every_stage"): _SBD,
+    ("inference.json", "model_config#defaults#sbd_coords_every_stage"): _SBD + " (read from model_config.json)",
+    ("evaluate.json", "vae#sbd_coords_every_stage"): _SBD + " (read from model_config.json)",
+    ("evaluate.json", "model_config#defaults#sbd_coords_every_stage"): _SBD + " (read from model_config.json)",
 }
 
 _ABSENT = "<absent>"
