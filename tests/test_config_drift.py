@@ -131,3 +131,16 @@ def test_evaluate_layer_parses_with_monai(bundle: str) -> None:
     assert parser.get_parsed_content("eval_checkpoint_loader").load_path.endswith("/model.pt")
     for name in ("validate#handlers#0", "probe_fit#handlers#0", "probe_select#handlers#0"):
         assert parser[name] == "@eval_checkpoint_loader", name
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_handler_aliases_point_at_their_handlers(bundle: str) -> None:
+    """``train#latents`` / ``train#checkpoints`` are references into ``train#handlers`` by index: inserting a
+    handler before them must move the index too."""
+    train = json.loads((CONFIGS / bundle / "configs" / "train.json").read_text())["train"]
+    expected = {"latents": "TrainingLatents", "checkpoints": "TrainingCheckpoints"}
+    for alias, cls in expected.items():
+        ref = train[alias]
+        assert ref.startswith("@train#handlers#"), ref
+        target = train["handlers"][int(ref.rsplit("#", 1)[1])]["_target_"]
+        assert target.rsplit(".", 1)[-1] == cls, f"train#{alias} -> {target}"
