@@ -121,3 +121,13 @@ def test_cli_end_to_end(tmp_path):
     f = pd.read_csv(tmp_path / "out" / "forecasts.csv")
     assert {"lo80_ml", "hi90_ml", "p_growth15", "p_prog40"} <= set(f.columns)
     assert main(["forecast-baselines", "--cohort", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_parse_edges():
+    from custom.forecast.cli import parse_edges
+
+    assert parse_edges("2,1,3.5") == (1.0, 2.0, 3.5)
+    assert parse_edges((1, 2)) == (1.0, 2.0) and parse_edges(4) == (4.0,)
+    assert parse_edges("none") is None and parse_edges(None) is None
+    with pytest.raises(ValueError, match="horizon_edges"):
+        parse_edges("1,x")
