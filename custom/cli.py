@@ -140,14 +140,26 @@ def forecast_baselines(
     n_boot: int = 1000,
     normalise: str = "auto",
     methods: str | None = None,
+    horizon_edges: str = "1,2,3,4,5",
+    eb_prior: str = "mom",
 ) -> str:
     """Measured-volume forecast baselines on ``cohort`` (cohort.csv): fit on training subjects, conformal intervals
-    calibrated on validation subjects, test subjects scored; writes report.md, CSVs and figures to ``out``."""
+    calibrated on validation subjects per (k_obs, horizon bin) (``horizon_edges`` in years, ``none``: all horizons
+    pooled), test subjects scored; ``eb_prior`` is the EBGompertz population prior (mad | mom | em); writes
+    report.md, CSVs and figures to ``out``."""
     from custom.forecast.cli import run_forecast_baselines
 
     names = (
         None if methods is None else [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods)]
     )
     return run_forecast_baselines(
-        cohort=cohort, out=out, k_obs=k_obs, seed=seed, n_boot=n_boot, normalise=normalise, methods=names
+        cohort=cohort,
+        out=out,
+        k_obs=k_obs,
+        seed=seed,
+        n_boot=n_boot,
+        normalise=normalise,
+        methods=names,
+        horizon_edges=horizon_edges,
+        eb_prior=eb_prior,
     )

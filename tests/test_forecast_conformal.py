@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from custom.forecast.conformal import ConformalVolumeIntervals, reliability_table
+from custom.forecast.conformal import ConformalVolumeIntervals, horizon_bin_index, merge_horizon_bins, reliability_table
 
 
 def frames(log_pred: np.ndarray, log_true: np.ndarray, k: int = 2, horizon: float = 1.0, v_last: float = 1.0):
@@ -58,7 +58,7 @@ def test_normalised_scores_use_horizon_and_k_bins():
     h = rng.uniform(0.2, 4.0, 4000)
     f, t = frames(np.zeros(4000), rng.normal(0, 0.1, 4000) * np.sqrt(0.25 + h**2))
     f["horizon_years"] = h
-    cal = ConformalVolumeIntervals(normalise="horizon").fit(f, t)
+    cal = ConformalVolumeIntervals(normalise="horizon", horizon_edges=None).fit(f, t)
     # scores are standard normal: the 90 % quantile of |N(0,1)| is 1.645 (times 0.1)
     assert cal.quantile(0.9, 2) == pytest.approx(0.1 * norm.ppf(0.95), rel=0.05)
     with pytest.raises(ValueError, match="k_obs=\\[1\\]"):
@@ -80,3 +80,50 @@ def test_reliability_table_by_hand():
     assert t["bin"].tolist() == [0, 5, 9]
     assert t["observed"].tolist() == [0.5, 1.0, 1.0]
     assert t["p_mean"].iloc[0] == pytest.approx(0.065)
+
+
+def test_merge_horizon_bins_by_hand():
+    # bins (-inf,1] (1,2] (2,3] (3,inf) hold 5, 1, 0, 4 horizons
+    h = np.array([0.5] * 5 + [1.5] + [3.5] * 4)
+    assert merge_horizon_bins(h, (1, 2, 3), 1) == (1.0, 3.0)  # the empty (2,3] joins its smaller neighbour (1,2]
+    assert merge_horizon_bins(h, (1, 2, 3), 4) == (1.0,)  # then (1,3] holds 1 < 4 and joins (3,inf): 5 and 5
+    assert merge_horizon_bins(h, (1, 2, 3), 5) == (1.0,)
+    assert merge_horizon_bins(h, (1, 2, 3), 6) == ()
+    assert horizon_bin_index(np.array([1.0, 1.01, 9.0]), (1.0, 2.0)).tolist() == [0, 1, 2]
+
+
+def test_mondrian_horizon_bins_fix_marginal_coverage_per_bin():
+    # ln V - ln V_hat ~ N(0, s_b^2) with an sd that grows with the horizon bin b; unnormalised scores. Pooled over
+    # the bins, the level-c quantile q solves mean_b (2 Phi(q / s_b) - 1) = c, so bin b is covered 2 Phi(q/s_b) - 1:
+    # above c near, below c far. Per-bin (Mondrian) quantiles cover every bin at c.
+    from scipy.optimize import brentq
+
+    rng = np.random.default_rng(3)
+    horizons, sds = np.array([0.5, 1.5, 2.5, 4.5]), np.array([0.05, 0.10, 0.15, 0.30])
+
+    def draw(n_per_bin: int):
+        h = np.repeat(horizons, n_per_bin)
+        f, t = frames(np.zeros(h.size), rng.normal(0, 1, h.size) * np.repeat(sds, n_per_bin))
+        f["horizon_years"] = h
+        return f, t
+
+    cal_f, cal_t = draw(3000)
+    test_f, test_t = draw(20000)
+    v = test_t["volume_ml"].to_numpy()
+    h = test_f["horizon_years"].to_numpy()
+    marginal = ConformalVolumeIntervals(normalise="none", horizon_edges=None).fit(cal_f, cal_t).transform(test_f)
+    mondrian = ConformalVolumeIntervals(normalise="none", horizon_edges=(1, 2, 3)).fit(cal_f, cal_t).transform(test_f)
+    for lv in (0.8, 0.9):
+        name = f"{round(100 * lv)}"
+        q = brentq(lambda x: np.mean(2 * norm.cdf(x / sds) - 1) - lv, 1e-6, 10)
+        expected = 2 * norm.cdf(q / sds) - 1
+        assert expected[0] > lv + 0.09 and expected[-1] < lv - 0.15  # the marginal miss is large at both ends
+        for b, hb in enumerate(horizons):
+            at = h == hb
+            cov_m = np.mean((marginal[f"lo{name}_ml"][at] <= v[at]) & (v[at] <= marginal[f"hi{name}_ml"][at]))
+            cov_c = np.mean((mondrian[f"lo{name}_ml"][at] <= v[at]) & (v[at] <= mondrian[f"hi{name}_ml"][at]))
+            assert cov_m == pytest.approx(expected[b], abs=0.02)
+            assert cov_c == pytest.approx(lv, abs=0.02)
+    # growth probabilities come from the same per-bin predictive system: P(ln V > ln 1.15) per bin's Gaussian
+    p = mondrian.groupby("horizon_years")["p_growth15"].first().to_numpy()
+    assert np.allclose(p, 1 - norm.cdf(np.log(1.15) / sds), atol=0.02)

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from forecast_law import law_cohort
+from scipy.stats import spearmanr
 
-from custom.forecast.bootstrap import boot_mean, boot_median, percentile_ci, resample_counts
+from custom.forecast.bootstrap import boot_mean, boot_means, boot_median, boot_spearman, percentile_ci, resample_counts
 from custom.forecast.report import score_forecasts, score_rows
 from custom.forecast.strata import class_stratum, fastest_subjects, horizon_bin
 
@@ -29,6 +30,33 @@ def test_bootstrap_weights_by_hand():
     # draw 1: subject 0 twice (rows 1, 2), subject 2 once (4): mean (2 * 3 + 4) / 5 = 2, median of 1,1,2,2,4 = 2
     assert np.allclose(boot_mean(x, subject, counts), [2.0, 10.0])
     assert np.allclose(boot_median(x, subject, counts), [2.0, 10.0])
+
+
+def test_vectorised_bootstrap_equals_the_explicit_loop():
+    # the explicit bootstrap: for each resample, repeat every drawn subject's rows and compute the statistic
+    rng = np.random.default_rng(4)
+    n_subj = 30
+    subject = np.repeat(np.arange(n_subj), rng.integers(1, 5, n_subj))
+    x = np.round(rng.normal(0, 1, (len(subject), 2)), 1)  # rounded: ties, as in coverage and Brier rows
+    a, b = np.round(rng.normal(0, 1, n_subj), 1), rng.normal(0, 1, n_subj)
+    b[:3] = b[3]  # ties in y too
+    counts = resample_counts(n_subj, 300, np.random.default_rng(5))
+    counts[0] = 0
+    counts[0, 7] = n_subj  # a resample of one subject: its Spearman is undefined
+    means, medians, rhos = [], [], []
+    for c in counts:
+        rows = np.concatenate([np.flatnonzero(subject == s) for s in np.repeat(np.arange(n_subj), c)])
+        means.append(x[rows].mean(axis=0))
+        xs = np.sort(x[rows, 0])
+        medians.append(xs[(len(xs) - 1) // 2])  # lower median: the smallest value with half the weight below
+        subj = np.repeat(np.arange(n_subj), c)
+        constant = np.ptp(a[subj]) == 0 or np.ptp(b[subj]) == 0
+        rhos.append(np.nan if constant else spearmanr(a[subj], b[subj]).statistic)
+    assert np.allclose(boot_means(x, subject, counts), np.array(means), rtol=1e-12)
+    assert np.allclose(boot_mean(x[:, 1], subject, counts.astype(float)), np.array(means)[:, 1], rtol=1e-12)
+    assert np.array_equal(boot_median(x[:, 0], subject, counts), np.array(medians))
+    assert np.allclose(boot_spearman(a, b, counts), np.array(rhos), rtol=1e-10, equal_nan=True)
+    assert np.isnan(boot_spearman(a, b, counts)[0])
 
 
 def test_strata_by_hand():
@@ -93,3 +121,13 @@ def test_cli_end_to_end(tmp_path):
     f = pd.read_csv(tmp_path / "out" / "forecasts.csv")
     assert {"lo80_ml", "hi90_ml", "p_growth15", "p_prog40"} <= set(f.columns)
     assert main(["forecast-baselines", "--cohort", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_parse_edges():
+    from custom.forecast.cli import parse_edges
+
+    assert parse_edges("2,1,3.5") == (1.0, 2.0, 3.5)
+    assert parse_edges((1, 2)) == (1.0, 2.0) and parse_edges(4) == (4.0,)
+    assert parse_edges("none") is None and parse_edges(None) is None
+    with pytest.raises(ValueError, match="horizon_edges"):
+        parse_edges("1,x")

@@ -15,7 +15,7 @@ from typing import Sequence
 import pandas as pd
 
 from custom.data.datalist import split_subjects
-from custom.forecast.conformal import ConformalVolumeIntervals
+from custom.forecast.conformal import HORIZON_EDGES_YEARS, ConformalVolumeIntervals
 from custom.forecast.report import score_forecasts, summary_table, write_forecast_report
 from custom.forecast.task import check_cohort, make_task
 from custom.forecast.volumetry import MEASURED_BASELINES, Oracle
@@ -30,6 +30,22 @@ def parse_ints(value: str | int | Sequence[int]) -> list[int]:
     return [int(v) for v in value]
 
 
+def parse_edges(value: str | float | Sequence[float] | None) -> tuple[float, ...] | None:
+    """``"1,2,3"`` / ``(1, 2, 3)`` / ``2`` -> sorted edges; ``None`` or ``"none"`` -> ``None`` (no horizon bins)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "")):
+        return None
+    if isinstance(value, str):
+        items = [v for v in value.split(",") if v.strip()]
+    elif isinstance(value, (int, float)):
+        items = [value]
+    else:
+        items = list(value)
+    try:
+        return tuple(sorted(float(v) for v in items))
+    except ValueError:
+        raise ValueError(f"horizon_edges must be numbers separated by commas or 'none', got {value!r}") from None
+
+
 def run_forecast_baselines(
     cohort: str,
     out: str,
@@ -39,8 +55,15 @@ def run_forecast_baselines(
     n_boot: int = 1000,
     normalise: str = "auto",
     methods: Sequence[str] | None = None,
+    horizon_edges: str | Sequence[float] | None = HORIZON_EDGES_YEARS,
+    eb_prior: str = "mom",
 ) -> str:
-    """Fit, calibrate, score and report; returns the path of ``report.md``."""
+    """Fit, calibrate, score and report; returns the path of ``report.md``.
+
+    Conformal categories are (k_obs, horizon bin) with ``horizon_edges`` (years; ``None``/``"none"`` pools the
+    horizons); ``eb_prior`` is ``EBGompertz(prior_method=...)``.
+    """
+    edges = parse_edges(horizon_edges)
     path = Path(cohort)
     if not path.is_file():
         raise FileNotFoundError(f"cohort table {path} does not exist")
@@ -63,17 +86,19 @@ def run_forecast_baselines(
                 raise ValueError(f"{path}: no {name} subject has a scan after its first {k} (k_obs={k})")
     truth = {name: pd.concat([t.truth for t in by_k.values()], ignore_index=True) for name, by_k in tasks.items()}
     has_truth = all(c in table and table[c].notna().all() for c in ("true_V0_ml", "true_a_per_year", "true_K_ml"))
-    models = {m: MEASURED_BASELINES[m]() for m in names} | ({"Oracle": Oracle()} if has_truth else {})
-    forecasts, timings = {}, {}
+    models = {m: MEASURED_BASELINES[m](**({"prior_method": eb_prior} if m == "EBGompertz" else {})) for m in names}
+    models |= {"Oracle": Oracle()} if has_truth else {}
+    forecasts, timings, calibration = {}, {}, {}
     for name, model in models.items():
         t0 = time.perf_counter()
         model.fit(train_rows)
         t1 = time.perf_counter()
         pred = {s: pd.concat([model.predict(t) for t in tasks[s].values()], ignore_index=True) for s in tasks}
         t2 = time.perf_counter()
-        cal = ConformalVolumeIntervals(normalise=normalise).fit(pred["val"], truth["val"])
+        cal = ConformalVolumeIntervals(normalise=normalise, horizon_edges=edges).fit(pred["val"], truth["val"])
         forecasts[name] = cal.transform(pred["test"])
         timings[name] = {"fit_s": round(t1 - t0, 2), "predict_s": round(t2 - t1, 2), "normalise": cal.normaliser_}
+        calibration[name] = {f"k{k} h({lo}, {hi}]": n for (k, lo, hi), n in cal.n_calib_.items()}
         print(f"{name}: fit {t1 - t0:.1f} s, predict {t2 - t1:.1f} s, conformal sigma = {cal.normaliser_}")
     scores = score_forecasts(forecasts, truth["test"], n_boot=n_boot, seed=seed)
     observed = pd.concat([t.observed for t in tasks["test"].values()], ignore_index=True)
@@ -87,11 +112,17 @@ def run_forecast_baselines(
         "seed": seed,
         "n_boot": n_boot,
         "timings": timings,
+        "horizon_edges": list(edges) if edges is not None else None,
+        "eb_prior": eb_prior,
+        "calibration_scores": calibration,
     }
     (outdir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     notes = [
         f"Cohort `{path.name}`: {len(train)} training / {len(val)} validation / {len(test)} test subjects "
         f"(split seed {seed}); k_obs = {ks}.",
+        "Conformal intervals and growth probabilities: calibrated per (k_obs, horizon bin) "
+        + (f"with bin edges {list(edges)} years" if edges is not None else "over all horizons of each k_obs")
+        + " after the last observed scan (bins with fewer than 30 validation scores merged; counts in run.json).",
     ]
     report = write_forecast_report(
         scores, outdir, forecasts=forecasts, observed=observed, notes=notes, interval_method=names[0]

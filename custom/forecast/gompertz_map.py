@@ -7,11 +7,13 @@ subject's first scan,
 
 The MAP estimate of ``theta = (y0, ln a, g)`` minimises
 
-    sum_j (y_j - y(t_j))^2 / s^2  +  (ln a - mu_la)^2 / sd_la^2  +  (g - mu_g)^2 / sd_g^2
+    sum_j (y_j - y(t_j))^2 / s^2  +  (u - mu)^T Sigma^{-1} (u - mu),   u = (ln a, g),
 
-(y0 has a flat prior), solved by scipy's trust-region ``least_squares`` on the whitened residual vector. The
+``Sigma`` with sds ``(sd_la, sd_g)`` and correlation ``rho`` (y0 has a flat prior), solved by scipy's trust-region ``least_squares`` on the whitened residual vector. The
 Laplace approximation gives ``Cov(theta) ~ (J^T J)^{-1}`` of the whitened residuals ``J`` at the optimum, and the
-predictive variance of a *measured* ln V at ``t*`` is ``grad y(t*)^T Cov grad y(t*) + s^2`` (delta method).
+predictive variance of a *measured* ln V at ``t*`` is ``grad y(t*)^T Cov grad y(t*) + s^2`` (delta method). The
+prior enters the residual vector whitened: ``z1 = (ln a - mu_la) / sd_la``,
+``z2 = ((g - mu_g) / sd_g - rho z1) / sqrt(1 - rho^2)``, so that ``z1^2 + z2^2`` is the Mahalanobis term.
 
 The reduced model (Vaghi et al., PLoS Comput Biol 2020) couples the parameters at population level,
 ``g = c0 + c1 ln a``, leaving ``(y0, ln a)`` per subject.
@@ -33,7 +35,8 @@ GAP_BOUNDS: tuple[float, float] = (-5.0, 5.0)
 class GompertzPrior:
     """Gaussian prior on ``ln a`` and ``g = ln K - ln V0``; ``noise_sd`` is the sd of measured ln V about the law.
 
-    ``coupling = (c0, c1)`` switches to the reduced model ``g = c0 + c1 ln a`` (then ``mu_g``/``sd_g`` are unused).
+    ``corr`` is the prior correlation of ``ln a`` and ``g``. ``coupling = (c0, c1)`` switches to the reduced model
+    ``g = c0 + c1 ln a`` (then ``mu_g``/``sd_g``/``corr`` are unused).
     """
 
     mu_log_a: float
@@ -42,6 +45,7 @@ class GompertzPrior:
     sd_gap: float
     noise_sd: float
     coupling: tuple[float, float] | None = None
+    corr: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -107,12 +111,18 @@ def fit_gompertz_map(t: np.ndarray, y: np.ndarray, prior: GompertzPrior) -> Gomp
         x0 = np.array([y[0], la0])
         lower, upper = [-np.inf, LOG_A_BOUNDS[0]], [np.inf, LOG_A_BOUNDS[1]]
 
+    rho = float(prior.corr) if coupling is None else 0.0
+    if not -1.0 < rho < 1.0:
+        raise ValueError(f"the prior correlation of ln a and g must lie in (-1, 1), got {rho}")
+    root = np.sqrt(1.0 - rho**2)
+
     def residuals(p: np.ndarray) -> np.ndarray:
         y0, la, g = unpack(p)
         pred = y0 + g * (1.0 - np.exp(-np.exp(la) * t))
-        r = [(pred - y) / s, [(la - prior.mu_log_a) / prior.sd_log_a]]
+        z1 = (la - prior.mu_log_a) / prior.sd_log_a
+        r = [(pred - y) / s, [z1]]
         if coupling is None:
-            r.append([(g - prior.mu_gap) / prior.sd_gap])
+            r.append([((g - prior.mu_gap) / prior.sd_gap - rho * z1) / root])
         return np.concatenate(r)
 
     def jacobian(p: np.ndarray) -> np.ndarray:
@@ -121,7 +131,8 @@ def fit_gompertz_map(t: np.ndarray, y: np.ndarray, prior: GompertzPrior) -> Gomp
         prior_rows = np.zeros((1 if coupling is not None else 2, len(p)))
         prior_rows[0, 1] = 1.0 / prior.sd_log_a
         if coupling is None:
-            prior_rows[1, 2] = 1.0 / prior.sd_gap
+            prior_rows[1, 1] = -rho / (prior.sd_log_a * root)
+            prior_rows[1, 2] = 1.0 / (prior.sd_gap * root)
         return np.concatenate(rows + [prior_rows])
 
     res = least_squares(residuals, x0, jac=jacobian, bounds=(lower, upper), method="trf", x_scale="jac")

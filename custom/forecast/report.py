@@ -25,8 +25,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
+from threadpoolctl import threadpool_limits
 
-from custom.forecast.bootstrap import boot_mean, boot_median, percentile_ci, resample_counts
+from custom.forecast.bootstrap import boot_means, boot_median, boot_spearman, percentile_ci, resample_counts
 from custom.forecast.conformal import GROWTH15, PROG40, join_truth
 from custom.forecast.frames import check_forecast
 from custom.forecast.strata import FASTEST, change_rate, class_stratum, fastest_subjects, horizon_bin
@@ -46,6 +47,8 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("event_prog40", "event40", "mean"),
 )
 HORIZONS: tuple[str, ...] = ("all", "<=1y", "1-2y", ">2y", "last")
+#: Resamples of the Spearman CIs (the first of the cell's resamples).
+SPEARMAN_BOOT = 400
 
 
 def score_rows(forecast: pd.DataFrame, truth: pd.DataFrame, method: str) -> pd.DataFrame:
@@ -112,12 +115,6 @@ def _horizon_mask(rows: pd.DataFrame, horizon: str) -> np.ndarray:
     return (rows["horizon_bin"] == horizon).to_numpy()
 
 
-def _stat(x: np.ndarray, subj: np.ndarray, counts: np.ndarray, stat: str) -> tuple[float, np.ndarray]:
-    if stat == "mean":
-        return float(np.mean(x)), boot_mean(x, subj, counts)
-    return float(np.median(x)), boot_median(x, subj, counts)
-
-
 def score_forecasts(
     forecasts: dict[str, pd.DataFrame],
     truth: pd.DataFrame,
@@ -143,6 +140,19 @@ def score_forecasts(
     """
     if not forecasts:
         raise ValueError("score_forecasts needs at least one forecast frame")
+    # one BLAS thread: the products are small and many; threads contending for shared cores slowed them tenfold
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _score_forecasts(forecasts, truth, n_boot, seed, reference_methods, fastest_share)
+
+
+def _score_forecasts(
+    forecasts: dict[str, pd.DataFrame],
+    truth: pd.DataFrame,
+    n_boot: int,
+    seed: int,
+    reference_methods: Sequence[str] | None,
+    fastest_share: float,
+) -> dict[str, pd.DataFrame]:
     rows = pd.concat([score_rows(f, truth, m) for m, f in forecasts.items()], ignore_index=True)
     targets = rows.groupby("method").size()
     if targets.nunique() != 1:
@@ -157,7 +167,7 @@ def score_forecasts(
         cell = first[mask]
         subjects = sorted(cell["subject_id"].unique())
         code = {s: i for i, s in enumerate(subjects)}
-        counts = resample_counts(len(subjects), n_boot, rng)
+        counts = resample_counts(len(subjects), n_boot, rng).astype(np.float64)
         key_cols = ["subject_id", "k_obs", "time_years"]
         cell_keys = cell[key_cols]
         by_method = {
@@ -170,13 +180,28 @@ def score_forecasts(
                 continue
             subj = cell.loc[hm, "subject_id"].map(code).to_numpy()
             boot_err = {}
-            for m, g in by_method.items():
-                gh = g[hm]
+            sliced = {m: g[hm] for m, g in by_method.items()}
+            # every mean-type metric of every method from one product with the cell's resample counts
+            mean_cols = {
+                (m, col): gh[col].to_numpy(dtype=float)
+                for m, gh in sliced.items()
+                for _, col, stat in METRICS
+                if stat == "mean" and np.all(np.isfinite(gh[col].to_numpy(dtype=float)))
+            }
+            mean_boot = (
+                dict(zip(mean_cols, boot_means(np.stack(list(mean_cols.values()), axis=1), subj, counts).T))
+                if mean_cols
+                else {}
+            )
+            for m, gh in sliced.items():
                 for metric, col, stat in METRICS:
                     x = gh[col].to_numpy(dtype=float)
                     if not np.all(np.isfinite(x)):
                         continue
-                    val, boot = _stat(x, subj, counts, stat)
+                    if stat == "mean":
+                        val, boot = float(np.mean(x)), mean_boot[(m, col)]
+                    else:
+                        val, boot = float(np.median(x)), boot_median(x, subj, counts)
                     lo, hi = percentile_ci(boot)
                     metrics.append(
                         dict(
@@ -219,7 +244,7 @@ def score_forecasts(
             for m, (e, b) in boot_err.items():
                 if m == best:
                     continue
-                d_boot = boot_mean(e - e_ref, subj, counts)
+                d_boot = b - b_ref  # the resampled mean of e - e_ref (same rows, same weights)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     r_boot = b / b_ref - 1.0
                     rel = float(np.mean(e) / np.mean(e_ref) - 1.0) if np.mean(e_ref) > 0 else float("nan")
@@ -248,11 +273,7 @@ def score_forecasts(
             if np.ptp(x) == 0 or np.ptp(y) == 0:  # e.g. one observed scan: every rate is the prior's
                 continue
             rho = float(spearmanr(x, y).statistic)
-            boots = []
-            for c in counts[: min(n_boot, 400)]:
-                idx = np.repeat(np.arange(len(x)), c)
-                constant = np.ptp(x[idx]) == 0 or np.ptp(y[idx]) == 0
-                boots.append(np.nan if constant else spearmanr(x[idx], y[idx]).statistic)
+            boots = boot_spearman(x, y, counts[: min(n_boot, SPEARMAN_BOOT)])
             lo, hi = percentile_ci(np.asarray(boots, dtype=float))
             rates.append(dict(method=m, k_obs=k, stratum=stratum, spearman=rho, ci_lo=lo, ci_hi=hi, n_subjects=len(x)))
     out = {
