@@ -158,14 +158,17 @@ class LastScanVolumeError(Metric):
     Subjects without a later measured scan do not count.
     """
 
-    def __init__(self, pred_key: str = "mean_log_v", output_transform=lambda x: x, device="cpu") -> None:
+    required_output_keys = None  # the evaluator's whole output dict goes to update()
+
+    def __init__(self, pred_key: str = "mean_log_v", output_transform=lambda out: (out,), device="cpu") -> None:
         self.pred_key = pred_key
         super().__init__(output_transform=output_transform, device=device)
 
     def reset(self) -> None:
         self._sum, self._n = 0.0, 0
 
-    def update(self, output: dict[str, Any]) -> None:
+    def update(self, output: dict[str, Any] | tuple[dict[str, Any]]) -> None:
+        output = output[0] if isinstance(output, (tuple, list)) else output  # Ignite hands over a 1-tuple
         y, mu = output["target_log_v"], output[self.pred_key]
         keep = output["target_mask"] & torch.isfinite(y)
         has = keep.any(1)
@@ -187,3 +190,11 @@ def prepare_forecaster(network: nn.Module, data: Any, device: torch.device | str
     the network's buffers and move it to ``device``."""
     network.set_latent_space(**data.network_space())
     return network.to(device)
+
+
+def parameter_groups(network: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on the covariate head and the latent ODE (shrinking covariate effects towards the
+    population prior), none on the population prior and the noise level (decay would pull ln V0 towards 0)."""
+    decay = [p for n, p in network.named_parameters() if p.requires_grad and n.startswith(("covariates.", "ode."))]
+    rest = [p for n, p in network.named_parameters() if p.requires_grad and not n.startswith(("covariates.", "ode."))]
+    return [{"params": decay, "weight_decay": float(weight_decay)}, {"params": rest, "weight_decay": 0.0}]

@@ -148,6 +148,8 @@ class SubjectTrajectories(Dataset):
                     "growth_class": str(tr.get("growth_class", "")),
                 }
             )
+        if not self.items:
+            raise ValueError(f"{data.source} has no subjects in split {self.split!r}")
 
     def __len__(self) -> int:
         return len(self.items)
