@@ -549,7 +549,7 @@ def _bench_latent_ode(s: BenchSettings) -> BenchRow:
         atol=float(cfg["atol"]),
         step_size=float(cfg["step_size"]),
         adjoint=bool(cfg["adjoint"]),
-        encoder_features=str(cfg["encoder_features"]),
+        encoder_features=str(cfg.get("encoder_features", "all")),  # the hybrid bundle has no amortised encoder
     )
     store_latent_space(model, space)
     model.to(device)
