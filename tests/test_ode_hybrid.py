@@ -142,7 +142,11 @@ def _train(data, use_covariates: bool, epochs: int = 80) -> HybridGompertzForeca
         HybridGompertzForecaster(data.z_dim, data.vol_index, hidden=8, use_covariates=use_covariates), data, "cpu"
     )
     loader = DataLoader(
-        data.dataset("train"), batch_size=48, shuffle=True, collate_fn=pad_collate, generator=torch.Generator().manual_seed(0)
+        data.dataset("train"),
+        batch_size=48,
+        shuffle=True,
+        collate_fn=pad_collate,
+        generator=torch.Generator().manual_seed(0),
     )
     opt = torch.optim.AdamW(parameter_groups(net, 1e-3), lr=0.03)
     SupervisedTrainer(

@@ -49,7 +49,9 @@ def reference_frames(truth: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     keys = ["subject_id", "time_years"]
     law = f.merge(truth[keys + ["true_volume_ml"]], on=keys, how="left")
     oracle = law.assign(method="oracle", pred_volume_ml=law["true_volume_ml"]).drop(columns=["true_volume_ml"])
-    last = truth.rename(columns={"time_years": "t_last_obs", "volume_ml": "last_ml"})[["subject_id", "t_last_obs", "last_ml"]]
+    last = truth.rename(columns={"time_years": "t_last_obs", "volume_ml": "last_ml"})[
+        ["subject_id", "t_last_obs", "last_ml"]
+    ]
     locf = f.merge(last, on=["subject_id", "t_last_obs"], how="left")
     locf = locf.assign(method="locf_measured", pred_volume_ml=locf["last_ml"]).drop(columns=["last_ml"])
     keep = [c for c in ("method", "subject_id", "k_obs", "t_last_obs", "time_years", "horizon_years", "pred_volume_ml")]
@@ -87,7 +89,9 @@ def evaluate_forecaster(
     for s in frames:
         frames[s].to_csv(out / f"forecasts_{s}.csv", index=False)
         truths[s].to_csv(out / f"truth_{s}.csv", index=False)
-    scored = pd.concat([frames[eval_split], reference_frames(truths[eval_split], frames[eval_split])], ignore_index=True)
+    scored = pd.concat(
+        [frames[eval_split], reference_frames(truths[eval_split], frames[eval_split])], ignore_index=True
+    )
     table = summary_table(scored, truths[eval_split])
     report = None
     if importlib.util.find_spec("custom.forecast") is not None:
@@ -119,7 +123,9 @@ def evaluate_forecaster(
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
     for name, row in table.items():
-        logger.info("%s: last-scan rel. volume error %.1f%% (n=%d)", name, row["rel_vol_err_pct_last"], row["n_subjects"])
+        logger.info(
+            "%s: last-scan rel. volume error %.1f%% (n=%d)", name, row["rel_vol_err_pct_last"], row["n_subjects"]
+        )
     return metrics
 
 

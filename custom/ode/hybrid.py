@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from custom.ode.dynamics import smooth_mlp
-from custom.ode.gompertz_posterior import GompertzPosterior, GompertzPrior3, gompertz_curve
+from custom.ode.gompertz_posterior import GompertzPosterior, GompertzPrior3
 from custom.ode.model import LatentODEForecaster
 
 #: ln sd bounds of the per-subject prior (keeps the 2 x 2 solves well conditioned)
@@ -264,5 +264,7 @@ class HybridGompertzForecaster(nn.Module):
 
 def build_from_config(config: dict[str, Any]) -> HybridGompertzForecaster:
     """Rebuild the network from the constructor arguments in ``models/model_config.json``."""
-    keys = HybridGompertzForecaster.__init__.__code__.co_varnames[1 : HybridGompertzForecaster.__init__.__code__.co_argcount]
+    keys = HybridGompertzForecaster.__init__.__code__.co_varnames[
+        1 : HybridGompertzForecaster.__init__.__code__.co_argcount
+    ]
     return HybridGompertzForecaster(**{k: v for k, v in config.items() if k in keys})

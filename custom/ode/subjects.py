@@ -36,7 +36,10 @@ def _cohort_log_volumes(cohort_csv: str | Path, case_ids: Sequence[str]) -> np.n
         reader = csv.DictReader(fh)
         if not {"case_id", "volume_ml"} <= set(reader.fieldnames or []):
             raise ValueError(f"{cohort_csv} has no case_id and volume_ml columns: it is not a cohort table")
-        vol = {row["case_id"]: float(row["volume_ml"]) if row["volume_ml"] not in ("", "nan") else math.nan for row in reader}
+        vol = {
+            row["case_id"]: float(row["volume_ml"]) if row["volume_ml"] not in ("", "nan") else math.nan
+            for row in reader
+        }
     return np.array([math.log(vol[c]) if vol.get(c, math.nan) > 0 else math.nan for c in case_ids])
 
 
