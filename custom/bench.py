@@ -524,7 +524,7 @@ def _ode_subjects(device: str) -> int:
 
 def _bench_latent_ode(s: BenchSettings) -> BenchRow:
     """One full-batch training step of the latent_ode bundle's model, with the solver settings of its train.json
-    (``solver``, ``step_size``, ``rtol``/``atol``, ``hidden``, ``k_obs``, ``learning_rate``), on
+    (``solver``, ``step_size``, ``rtol``/``atol``, ``hidden``, ``k_eval``, ``learning_rate``), on
     :func:`custom.ode.toy.make_toy_trajectories` latents of the encoders' width (128 on the GPU, 32 on the CPU)."""
     from monai.bundle import ConfigParser
 
@@ -553,7 +553,7 @@ def _bench_latent_ode(s: BenchSettings) -> BenchRow:
     )
     store_latent_space(model, space)
     model.to(device)
-    batch, _ = conditioning_windows(tr, int(cfg["k_obs"]), True)
+    batch, _ = conditioning_windows(tr, int(cfg["k_eval"]), True)
     batch = _take(batch, torch.arange(len(batch.index)), device)
     opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["learning_rate"]))
 
