@@ -176,6 +176,7 @@ def forecast_subject(
         "n_obs": n_obs,
         "t_dense": dense[0].numpy() + t0,
         "v_model": v_dense,
+        "model_label": "forecast (images only)" if images_only else "forecast (segmentations)",
         "baselines": {},
         "truth": None,
     }

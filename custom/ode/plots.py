@@ -46,6 +46,7 @@ def hybrid_growth_rows(
                 "n_obs": int(k_obs),
                 "t_dense": td,
                 "v_model": curves[True][b],
+                "model_label": "hybrid (segmentations)",
                 "baselines": {"images only": (td, curves[False][b])},
                 "truth": truth,
             }
