@@ -175,3 +175,17 @@ def test_latent_that_carries_the_rate_makes_the_trained_hybrid_beat_the_populati
         net = _train(data, cov)
         err[cov] = last_scan_summary(forecast_frame(net, test, 1, True), truth_frame(test))["rel_vol_err_pct_last"]
     assert err[True] < 0.75 * err[False], err
+
+
+def test_last_scan_volume_error_by_hand() -> None:
+    """Subject 0: last measured target at column 2, predicted ln V one ln(1.1) above -> 10 %; subject 1: its last
+    target has no measurement, so column 1 counts, predicted ln(0.8) below -> 20 %; subject 2 has no target."""
+    from custom.ode.engine import LastScanVolumeError
+
+    y = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, float("nan")], [1.0, 1.0, 1.0]])
+    mu = torch.tensor([[0.0, 0.0, 3.0 + math.log(1.1)], [0.0, 2.0 + math.log(0.8), 9.0], [5.0, 5.0, 5.0]])
+    mask = torch.tensor([[False, True, True], [False, True, True], [False, False, False]])
+    metric = LastScanVolumeError()
+    metric.reset()
+    metric.update(({"mean_log_v": mu, "target_log_v": y, "target_mask": mask},))
+    assert metric.compute() == pytest.approx(15.0)
