@@ -77,6 +77,7 @@ class HybridGompertzForecaster(nn.Module):
             read-out is a linear probe and every coordinate is driven by the ODE).
         hidden: width of the latent vector field's MLP.
         use_covariates: False fixes W_mu = W_s = 0 (the population-prior Gompertz model, the no-image ablation).
+        covariate_sd: False fixes W_s = 0 (covariates move the prior means only; the sds stay population values).
         grid_size, a_min, a_max: grid over ln a in [ln a_min, ln a_max] (1/yr).
         method, step_size, rtol, atol: torchdiffeq solver of the latent ODE.
         a_init, gap_init, log_v0_init, sd_init: initial population prior (1/yr, ln units).
@@ -99,6 +100,7 @@ class HybridGompertzForecaster(nn.Module):
         vol_index: int | None = None,
         hidden: int = 64,
         use_covariates: bool = True,
+        covariate_sd: bool = True,
         grid_size: int = 64,
         a_min: float = 0.01,
         a_max: float = 5.0,
@@ -114,6 +116,7 @@ class HybridGompertzForecaster(nn.Module):
     ) -> None:
         super().__init__()
         self.z_dim, self.vol_index, self.use_covariates = int(z_dim), vol_index, bool(use_covariates)
+        self.covariate_sd = bool(covariate_sd)
         self.hidden, self.grid_size, self.a_min, self.a_max = int(hidden), int(grid_size), float(a_min), float(a_max)
         self.method, self.step_size, self.rtol, self.atol = method, step_size, float(rtol), float(atol)
         self.prior_mean = nn.Parameter(torch.tensor([math.log(a_init), gap_init, log_v0_init]))
@@ -145,6 +148,7 @@ class HybridGompertzForecaster(nn.Module):
             "vol_index": self.vol_index,
             "hidden": self.hidden,
             "use_covariates": self.use_covariates,
+            "covariate_sd": self.covariate_sd,
             "grid_size": self.grid_size,
             "a_min": self.a_min,
             "a_max": self.a_max,
@@ -180,7 +184,9 @@ class HybridGompertzForecaster(nn.Module):
         f = (w * z_obs).sum(1) / w.sum(1).clamp_min(1.0)
         h = self.covariates(f) if self.use_covariates else torch.zeros(f.shape[0], 6, dtype=f.dtype, device=f.device)
         mean = self.prior_mean + h[:, :3]
-        log_sd = (self.prior_log_sd + h[:, 3:]).clamp(*LOG_SD_BOUNDS)
+        log_sd = (self.prior_log_sd + (h[:, 3:] if self.covariate_sd else torch.zeros_like(h[:, 3:]))).clamp(
+            *LOG_SD_BOUNDS
+        )
         return GompertzPrior3(mean=mean.double(), sd=torch.exp(log_sd).double())
 
     def predict(
