@@ -100,7 +100,7 @@ class HybridGompertzForecaster(nn.Module):
         vol_index: int | None = None,
         hidden: int = 64,
         use_covariates: bool = True,
-        covariate_sd: bool = True,
+        covariate_sd: bool = False,
         grid_size: int = 64,
         a_min: float = 0.01,
         a_max: float = 5.0,
