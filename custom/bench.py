@@ -527,7 +527,7 @@ def _ode_subjects(device: str) -> int:
 
 def _bench_latent_ode(s: BenchSettings) -> BenchRow:
     """One full-batch training step of the latent_ode bundle's model, with the solver settings of its train.json
-    (``solver``, ``step_size``, ``rtol``/``atol``, ``hidden``, ``k_obs``, ``learning_rate``), on
+    (``solver``, ``step_size``, ``rtol``/``atol``, ``hidden``, ``k_eval``, ``learning_rate``), on
     :func:`custom.ode.toy.make_toy_trajectories` latents of the encoders' width (128 on the GPU, 32 on the CPU)."""
     from monai.bundle import ConfigParser
 
@@ -552,11 +552,11 @@ def _bench_latent_ode(s: BenchSettings) -> BenchRow:
         atol=float(cfg["atol"]),
         step_size=float(cfg["step_size"]),
         adjoint=bool(cfg["adjoint"]),
-        encoder_features=str(cfg["encoder_features"]),
+        encoder_features=str(cfg.get("encoder_features", "all")),  # the hybrid bundle has no amortised encoder
     )
     store_latent_space(model, space)
     model.to(device)
-    batch, _ = conditioning_windows(tr, int(cfg["k_obs"]), True)
+    batch, _ = conditioning_windows(tr, int(cfg["k_eval"]), True)
     batch = _take(batch, torch.arange(len(batch.index)), device)
     opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["learning_rate"]))
 

@@ -45,6 +45,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "lambda_warmup": 6,
         "val_interval": 4,
         "ode_epochs": 300,
+        "ode_val_interval": 10,
         "amp": False,
         "compile": False,
         "num_workers": 2,
@@ -81,6 +82,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "lambda_warmup": 12,
         "val_interval": 10,
         "ode_epochs": 300,
+        "ode_val_interval": 10,
         "amp": True,
         "compile": False,
         "num_workers": 8,
@@ -107,6 +109,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "lambda_warmup": 1,
         "val_interval": 1,
         "ode_epochs": 20,
+        "ode_val_interval": 5,
         "amp": False,
         "compile": False,
         "num_workers": 1,
@@ -317,20 +320,21 @@ class Demo:
     def stage_latent_ode(self) -> None:
         p = self.p
         run = self.out / "latent_ode"
-        cfg = str(REPO / "bundles" / "latent_ode" / "configs" / "train.json")
-        cmd = _bundle_cmd("run", "training", "--config_file", cfg) + _ov(
+        configs = REPO / "bundles" / "latent_ode" / "configs"
+        common = _ov(
             encoder_bundle=str(self.out / "dipvae"),
             dataset_dir=str(self.cohort),
             output_dir=str(run),
             ckpt_dir=str(run / "models"),
-            epochs=p["ode_epochs"],
         )
-        self._exec("latent_ode_train", cmd)
-        forecast = json.loads((run / "metrics.json").read_text())
+        cmd = _bundle_cmd("run", "training", "--config_file", str(configs / "train.json")) + common
+        self._exec("latent_ode_train", cmd + _ov(epochs=p["ode_epochs"], val_interval=p["ode_val_interval"]))
+        both = str([str(configs / "train.json"), str(configs / "evaluate.json")])
+        self._exec("latent_ode_evaluate", _bundle_cmd("run", "--config_file", both) + common)
+        forecast = json.loads((run / "eval_test" / "metrics.json").read_text())
         subject = forecast.get("example_subject")
         if subject:
-            cfg_i = str(REPO / "bundles" / "latent_ode" / "configs" / "inference.json")
-            cmd = _bundle_cmd("run", "--config_file", cfg_i) + _ov(
+            cmd = _bundle_cmd("run", "--config_file", str(configs / "inference.json")) + _ov(
                 encoder_bundle=str(self.out / "dipvae"),
                 ode_dir=str(run / "models"),
                 dataset_dir=str(self.cohort),
@@ -357,7 +361,13 @@ class Demo:
         steps = [[Stage("cohort", "synthetic cohort", self.stage_cohort)]]
         steps += [encoders] if self.p.get("parallel_encoders") else [[e] for e in encoders]
         steps += [
-            [Stage("latent_ode", "latent_ode: encode, train, evaluate, forecast", self.stage_latent_ode)],
+            [
+                Stage(
+                    "latent_ode",
+                    "latent_ode: encode, train, evaluate (hybrid and images only), forecast",
+                    self.stage_latent_ode,
+                )
+            ],
             [Stage("report", "report", self.stage_report)],
         ]
         return steps

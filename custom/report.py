@@ -84,8 +84,8 @@ def collect(out: Path) -> dict[str, Any]:
     ode = out / "latent_ode"
     return {
         "encoders": enc,
-        "ode": _read_json(ode / "metrics.json"),
-        "growth": ode / "growth.png",
+        "ode": _read_json(ode / "eval_test" / "metrics.json"),
+        "growth": ode / "eval_test" / "growth.png",
         "forecast": _last(list((ode / "forecast").glob("*.png"))) if (ode / "forecast").exists() else None,
         "cohort_fig": out / "figures" / "cohort_subject.png",
         "cohort_meta": _read_json(out / "cohort" / "cohort_meta.json"),
@@ -93,6 +93,21 @@ def collect(out: Path) -> dict[str, Any]:
             {p.name: float(p.read_text()) for p in (out / ".done").glob("*")} if (out / ".done").exists() else {}
         ),
     }
+
+
+def trust_sentence(table: dict[str, dict[str, Any]]) -> str:
+    """One sentence naming the forecast with the lowest mean last-scan error (the oracle excluded) at the largest k."""
+    rows = {k: v for k, v in table.items() if not k.startswith("oracle") and v.get("rel_vol_err_pct_last") is not None}
+    if not rows:
+        return ""
+    k_max = max(int(k.rsplit("k=", 1)[-1].rstrip(")")) for k in rows)
+    at_k = {k: v for k, v in rows.items() if k.endswith(f"(k={k_max})")}
+    best = min(at_k, key=lambda k: at_k[k]["rel_vol_err_pct_last"])
+    return (
+        f"At this size, trust **{best}** most: its mean error at the last held-out scan is "
+        f"{at_k[best]['rel_vol_err_pct_last']:.1f} % on {at_k[best].get('n_subjects', '?')} test subjects, the lowest "
+        "of the methods in this table."
+    )
 
 
 def write_report(
@@ -154,7 +169,8 @@ def write_report(
         (
             "latent_ode: growth forecasts (held-out subjects)",
             c["growth"],
-            "Observed volumes (dots), the ODE forecast from the first scans, baselines, and the true Gompertz curve (dashed).",
+            "Measured volumes (dots), the hybrid forecast from the first scans with their segmentations (thick line), "
+            "the images-only forecast (thin line) and the true Gompertz curve (dashed).",
         ),
         (
             "latent_ode: forecast of one subject (inference.json)",
@@ -172,10 +188,19 @@ def write_report(
     ode_rows: list[str] = []
     table = c["ode"].get("table", {})
     if table:
-        cols = ["rel_vol_err_pct_last", "rel_vol_err_pct", "logvol_mae", "latent_mse", "alpha_spearman"]
-        ode_rows = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        cols = [
+            "n_subjects",
+            "rel_vol_err_pct_last",
+            "rel_vol_err_pct_last_median",
+            "within_8pct_last",
+            "rate_spearman",
+        ]
+        ode_rows = ["| method (observed scans) | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for method, m in table.items():
             ode_rows.append(f"| {method} | " + " | ".join(_fmt(m.get(k)) for k in cols) + " |")
+        ode_rows += ["", trust_sentence(table)]
+        if c["ode"].get("forecast_report"):
+            ode_rows += ["", f"Full forecast report (baselines, intervals, strata): `{c['ode']['forecast_report']}`"]
     extra = {k: v for k, v in c["ode"].items() if isinstance(v, (int, float))}
     md: list[str] = [
         f"# Meningioma growth modelling: demo report ({size})",

@@ -38,7 +38,9 @@ def test_demo_tiny_end_to_end(tmp_path: Path, parallel: bool) -> None:
         assert (out / name / "eval_test" / "probes.png").exists()  # held-out probe figure (custom/plots/probes.py)
         assert (out / name / "dashboard.png").exists()
     assert (out / "dipvae" / "models" / "latent_partition.json").exists()
-    assert (out / "latent_ode" / "metrics.json").exists() and (out / "latent_ode" / "growth.png").exists()
+    ev = out / "latent_ode" / "eval_test"
+    assert (ev / "metrics.json").exists() and (ev / "growth.png").exists() and (ev / "forecasts_test.csv").exists()
+    assert (out / "latent_ode" / "models" / "model.pt").exists() and (out / "latent_ode" / "metrics.csv").exists()
     assert list((out / "latent_ode" / "forecast").glob("*_forecast_t*.nii.gz"))
     report = (out / "report.md").read_text()
     assert "growth fast, schedule irregular, biomarkers on" in report  # the cohort options it used

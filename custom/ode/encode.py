@@ -86,8 +86,18 @@ def encode_trajectories(
     batch_size: int = 4,
     num_workers: int = 0,
     force: bool = False,
+    encode: bool = True,
 ) -> str:
-    """Write (or reuse) the trajectories file ``out`` for all splits of ``datalist``; returns its path."""
+    """Write (or reuse) the trajectories file ``out`` for all splits of ``datalist``; returns its path.
+
+    ``encode=False`` uses an existing ``out`` as it is (a trajectories file made elsewhere, e.g. on another
+    machine or by :func:`custom.ode.toy.make_toy_trajectories`) without looking at the encoder or the datalist."""
+    from custom.utils import as_bool
+
+    if not as_bool(encode):
+        if not Path(out).exists():
+            raise FileNotFoundError(f"encode is off but the trajectories file {out} does not exist")
+        return str(out)
     from monai.data import DataLoader, Dataset
 
     from custom.data.datalist import read_datalist

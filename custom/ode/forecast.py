@@ -1,4 +1,4 @@
-"""Forecast one subject: encode its observed scans, integrate the latent ODE, decode the future images.
+"""Forecast one subject: encode its observed scans, run the hybrid forecaster, decode the future images.
 
 Used by ``bundles/latent_ode/configs/inference.json``. Input: the subject's scans (image paths and times;
 from a datalist + subject id, or given directly) and the target times. Output in ``output_dir``:
@@ -48,17 +48,29 @@ def forecast_subject(
     scans: list[dict[str, Any]] | None = None,
     n_observed: int = 2,
     target_times: Sequence[float] | None = None,
+    use_segmentations: bool = True,
     save_images: bool = True,
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """Forecast from the first ``n_observed`` scans to ``target_times`` (default: the remaining scan times, and +1 yr)."""
+    """Forecast from the first ``n_observed`` scans to ``target_times`` (default: the remaining scan times, and +1 yr).
+
+    Observed scans with a ``label`` (segmentation) give the forecaster their measured volume when
+    ``use_segmentations``; the others (or all, without it) give only their images (the read-out volume). The result
+    holds the forecast volumes, their predictive sd of ln V, Gaussian P(growth > 15 %) and P(volume + 40 %) from that
+    predictive distribution, and, when evaluation saved a conformal calibration next to the weights, calibrated
+    80 % / 90 % intervals (otherwise ``intervals`` is null and ``intervals_note`` says why).
+    """
+    import pandas as pd
     from monai.data import MetaTensor
     from monai.transforms import SaveImage
+    from scipy.stats import norm
 
     from custom.data.transforms import get_preprocessing
     from custom.ode.encode import load_encoder
-    from custom.ode.workflow import load_model
+    from custom.ode.evaluation import CALIBRATION_FILE, load_forecaster
+    from custom.ode.frames import HYBRID, IMAGES_ONLY
     from custom.plots.growth import plot_growth
+    from custom.utils import as_bool
 
     if scans is None:
         if not (datalist and subject):
@@ -74,36 +86,65 @@ def forecast_subject(
     target = np.asarray(sorted(float(t) for t in target_times), dtype=np.float64)
 
     vae, cfg = load_encoder(encoder_bundle, device)
-    model = load_model(ode_dir, "cpu")  # the ODE is tiny: solve on the CPU, encode/decode on `device`
+    model = load_forecaster(ode_dir, "cpu")  # the forecaster is tiny: solve on the CPU, encode/decode on `device`
+    with_label = all("label" in s for s in scans)
     tf = get_preprocessing(
         spacing=cfg.get("spacing", 1.875),
         spatial_size=cfg.get("spatial_size", (128, 128, 128)),
-        with_label=all("label" in s for s in scans),
+        with_label=with_label,
         with_factors=True,
     )
     data = [tf(dict(s)) for s in scans]
     mu = torch.stack([vae.encode(d["image"].as_tensor()[None].to(device).float())[0][0].float().cpu() for d in data])
-    dtype = model.latent_mean.dtype
-    z_std = (mu.to(dtype) - model.latent_mean.cpu()) / model.latent_std.cpu()
-    t_obs = torch.as_tensor(times[:n_obs], dtype=dtype)[None]
-    t_tgt = torch.as_tensor(target, dtype=dtype)[None]
-    dense = torch.linspace(float(times[0]), float(target.max()), 60, dtype=dtype)[None]
-    z_pred = model(
-        z_std[None, :n_obs].to(model.latent_mean.device),
-        t_obs.to(model.latent_mean.device),
-        t_tgt.to(model.latent_mean.device),
-    ).cpu()[0]
-    z_dense = model(
-        z_std[None, :n_obs].to(model.latent_mean.device),
-        t_obs.to(model.latent_mean.device),
-        dense.to(model.latent_mean.device),
-    ).cpu()[0]
-    v_pred = torch.exp(model.log_volume(z_pred)).numpy()
-    v_dense = torch.exp(model.log_volume(z_dense)).numpy()
-    measured = np.array(
-        [float(np.exp(d["factors"][0])) if np.isfinite(float(d["factors"][0])) else np.nan for d in data]
+    z_std = ((mu - model.latent_mean) / model.latent_std)[None]
+    logv = torch.tensor([[float(d["factors"][0]) if "label" in scans[i] else float("nan") for i, d in enumerate(data)]])
+    measured = torch.isfinite(logv) & as_bool(use_segmentations)
+    t0 = float(times[0])
+    t_all = torch.as_tensor(times - t0, dtype=torch.float32)[None]
+    t_tgt = torch.as_tensor(target - t0, dtype=torch.float32)[None]
+    dense = torch.linspace(0.0, float(target.max() - t0), 60)[None]
+    obs = (slice(None), slice(0, n_obs))
+    pred = model.predict(z_std[obs], logv[obs], measured[obs], t_all[obs], t_tgt)
+    dense_pred = model.predict(z_std[obs], logv[obs], measured[obs], t_all[obs], dense, with_latents=False)
+    mean, sd = pred["mean_log_v"][0].double().numpy(), pred["sd_log_v"][0].double().numpy()
+    v_pred, v_dense = np.exp(mean), torch.exp(dense_pred["mean_log_v"][0]).numpy()
+    images_only = bool(pred["images_only"][0])
+    y_last = (
+        float(logv[0, n_obs - 1])
+        if not images_only and measured[0, n_obs - 1]
+        else float(model.log_volume_readout(z_std[0, n_obs - 1]))
     )
-    mu_pred = (z_pred * model.latent_std.cpu() + model.latent_mean.cpu()).float()
+    p15 = norm.sf((y_last + np.log(1.15) - mean) / sd)
+    p40 = norm.sf((y_last + np.log(1.40) - mean) / sd)
+    measured_ml = np.exp(logv[0].double().numpy())
+    mu_pred = (pred["z_pred"][0] * model.latent_std + model.latent_mean).float()
+
+    intervals, note = None, None
+    calib = Path(ode_dir) / CALIBRATION_FILE
+    method = IMAGES_ONLY if images_only else HYBRID
+    if calib.exists():
+        import pickle
+
+        with calib.open("rb") as fh:
+            conformal = pickle.load(fh)[method]
+        frame = pd.DataFrame(
+            {
+                "subject_id": subject,
+                "k_obs": n_obs,
+                "t_last_obs": float(times[n_obs - 1] - t0),
+                "time_years": target - t0,
+                "horizon_years": target - times[n_obs - 1],
+                "pred_volume_ml": v_pred,
+                "pred_sd_log": sd,
+            }
+        )
+        intervals = conformal.transform(frame).to_dict(orient="list")
+    else:
+        note = (
+            f"no calibration at {calib}: run evaluate.json with the forecast statistics installed to calibrate "
+            "intervals; the probabilities below are from the uncalibrated Gaussian predictive distribution"
+        )
+        logger.warning(note)
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,25 +172,34 @@ def forecast_subject(
     row = {
         "subject_id": subject,
         "t_scans": times,
-        "v_scans": measured,
+        "v_scans": measured_ml,
         "n_obs": n_obs,
-        "t_dense": dense[0].numpy(),
+        "t_dense": dense[0].numpy() + t0,
         "v_model": v_dense,
+        "model_label": "forecast (images only)" if images_only else "forecast (segmentations)",
         "baselines": {},
         "truth": None,
     }
-    png = plot_growth([row], out / f"{subject}_growth.png", ncols=1, title=f"{subject}: forecast from {n_obs} scans")
+    mode = "images only" if images_only else "segmentations at the observed scans"
+    png = plot_growth([row], out / f"{subject}_growth.png", ncols=1, title=f"{subject}: from {n_obs} scans ({mode})")
     result = {
         "subject_id": subject,
+        "mode": method,
         "observed_times": times[:n_obs].tolist(),
         "target_times": target.tolist(),
         "forecast_volume_ml": v_pred.tolist(),
+        "forecast_sd_log": sd.tolist(),
+        "p_growth15": p15.tolist(),
+        "p_prog40": p40.tolist(),
+        "growth_rate_per_year": float(pred["a_mean"][0]),
+        "intervals": intervals,
+        "intervals_note": note,
         "forecast_mu": mu_pred.tolist(),
-        "measured_volume_ml": measured.tolist(),
+        "measured_volume_ml": [None if not np.isfinite(v) else float(v) for v in measured_ml],
         "scan_times": times.tolist(),
         "images": written,
         "growth_plot": str(png),
     }
     (out / f"{subject}_forecast.json").write_text(json.dumps(result, indent=1))
-    logger.info("forecast for %s written to %s", subject, out)
+    logger.info("forecast for %s (%s) written to %s", subject, mode, out)
     return result

@@ -27,10 +27,12 @@ def make_toy_trajectories(
     split_fractions: tuple[float, float] = (0.6, 0.1),
     class_probs: tuple[float, float] = (0.15, 0.25),
     seed: int = 0,
+    rate_latent: bool = False,
 ) -> dict:
     """Trajectories dict (mu, logvar, subject_id, timepoint, time_years, factors, factor_names, split, truth,
     partition, vol_scale) for ``n_subjects`` x ``n_times`` scans; ``split_fractions`` = (train, validation)
-    (the rest is test); ``class_probs`` = (P(shrinking), P(stable)), the rest grows."""
+    (the rest is test); ``class_probs`` = (P(shrinking), P(stable)), the rest grows. With ``rate_latent`` the
+    static coordinate 1 carries the subject's rate: z_1 = (ln a - ln 0.35) / 0.7 + noise (an image biomarker)."""
     rng = np.random.default_rng(seed)
     m_vol, s_vol = float(np.log(10.0)), 1.0
     rows: dict[str, list] = {k: [] for k in ("mu", "subject_id", "timepoint", "time_years", "factors", "split")}
@@ -52,6 +54,8 @@ def make_toy_trajectories(
             v0 = k_ml * np.exp(-rng.uniform(0.5, 2.5))
         truth[sid] = {"V0_ml": float(v0), "a_per_year": a, "K_ml": k_ml, "growth_class": cls}
         static = rng.normal(size=z_dim - 1)
+        if rate_latent:
+            static[0] = (np.log(a) - np.log(0.35)) / 0.7
         times = np.concatenate([[0.0], np.cumsum(rng.uniform(0.5, 1.5, size=n_times - 1))])
         split = "train" if i < n_tr else ("validation" if i < n_tr + n_va else "test")
         for tp, t in enumerate(times):

@@ -22,6 +22,7 @@ BASELINE_STYLES: dict[str, dict] = {
     "LOCF": {"color": "0.5", "lw": 0.9},
     "linear": {"color": "tab:orange", "lw": 0.9},
     "Gompertz fit": {"color": "tab:green", "lw": 0.9},
+    "images only": {"color": "tab:purple", "lw": 0.9, "ls": "-."},
 }
 
 
@@ -30,7 +31,7 @@ def plot_growth(
 ) -> Path:
     """Draw up to ``max_panels`` subject panels into ``out_png`` (created with its folder); returns the path.
 
-    Each row holds: subject_id, t_scans, v_scans, n_obs, t_dense, v_model, optional baselines
+    Each row holds: subject_id, t_scans, v_scans, n_obs, t_dense, v_model, optional model_label, optional baselines
     {name: (t, v)}, optional truth (t, v) or None, optional growth_class.
     """
     rows = rows[:max_panels]
@@ -46,7 +47,7 @@ def plot_growth(
             ax.plot(*row["truth"], "k--", lw=1.0, label="true Gompertz")
         for name, (tb, vb) in (row.get("baselines") or {}).items():
             ax.plot(tb, vb, label=name, **BASELINE_STYLES.get(name, {"lw": 0.9}))
-        ax.plot(row["t_dense"], row["v_model"], color="tab:blue", lw=2.0, label="latent ODE")
+        ax.plot(row["t_dense"], row["v_model"], color="tab:blue", lw=2.0, label=row.get("model_label", "latent ODE"))
         ax.plot(t[:k], v[:k], "o", color="tab:blue", ms=5, label="observed (conditioning)")
         ax.plot(t[k:], v[k:], "o", mfc="white", mec="tab:red", ms=5, label="held-out scans")
         # keep the panel readable when an extrapolating baseline explodes: scale to data, model and truth
