@@ -37,7 +37,7 @@ def _overrides(traj: Path, out: Path) -> list[str]:
     return [
         "--trajectories_file", str(traj), "--encode", "False", "--output_dir", str(out / "run"),
         "--ckpt_dir", str(out / "models"), "--hidden", "8", "--val_interval", "1", "--checkpoint_interval", "1",
-        "--batch_size", "8", "--device", "cpu",
+        "--batch_size", "8", "--device", "cpu", "--dataset_dir", str(out / "no_data"),
     ]  # fmt: skip
 
 
@@ -46,7 +46,14 @@ def test_network_def_loads_from_the_config_and_forward_returns_a_tensor(trajecto
 
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "train.json"))
-    parser.update({"trajectories_file": str(trajectories), "encode": False, "output_dir": str(tmp_path)})
+    parser.update(
+        {
+            "trajectories_file": str(trajectories),
+            "encode": False,
+            "output_dir": str(tmp_path),
+            "dataset_dir": str(tmp_path / "no_data"),
+        }
+    )
     net = parser.get_parsed_content("network")
     z = torch.randn(3, 2, 5)
     out = net(z, torch.full((3, 2), 2.0), torch.ones(3, 2, dtype=torch.bool), torch.tensor([[0.0, 1.0]] * 3),

@@ -2,17 +2,16 @@
 
 Writes into ``output_dir``: ``forecasts_<split>.csv`` (forecast frames, :mod:`custom.ode.frames`) of the evaluation
 and calibration splits, ``truth_<split>.csv``, ``metrics.json`` (last-scan summaries per method and k) and
-``growth.png``. When the package's forecast statistics (``custom.forecast``: measured-volume baselines, conformal
-intervals, the forecast report) are installed, it also fits those baselines on the training subjects, calibrates
-intervals on the calibration split, writes the forecast report and saves the calibration next to the weights
-(``<model_dir>/forecast_calibration.pkl``) for ``inference.json``; without them it says so in the log and in
-``metrics.json`` (``forecast_report: null``).
+``growth.png``; then the measured-volume baselines on the same subjects and targets, conformal intervals calibrated
+on the calibration split, and the forecast report (``forecast_report/``, :mod:`custom.forecast.evaluate`); the
+forecaster's calibration is saved next to the weights (``<model_dir>/forecast_calibration.pkl``) for
+``inference.json``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import math
 import logging
 import pickle
 from pathlib import Path
@@ -74,7 +73,6 @@ def evaluate_forecaster(
     k_values: Sequence[int] = (1, 2),
     eval_split: str = "test",
     calib_split: str = "validation",
-    cohort_csv: str | None = None,
     n_plot: int = 12,
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
@@ -93,15 +91,7 @@ def evaluate_forecaster(
         [frames[eval_split], reference_frames(truths[eval_split], frames[eval_split])], ignore_index=True
     )
     table = summary_table(scored, truths[eval_split])
-    report = None
-    if importlib.util.find_spec("custom.forecast") is not None:
-        report = forecast_report(frames, truths, eval_split, calib_split, cohort_csv, subject_data, out, model_dir)
-    else:
-        logger.warning(
-            "custom.forecast is not installed: no measured-volume baselines, calibrated intervals or forecast report; "
-            "the forecast frames are in %s",
-            out,
-        )
+    report = forecast_report(frames, eval_split, calib_split, subject_data, out, model_dir)
     example = str(frames[eval_split]["subject_id"].iloc[0])
     from custom.ode.plots import hybrid_growth_rows
     from custom.plots.growth import plot_growth
@@ -129,44 +119,75 @@ def evaluate_forecaster(
     return metrics
 
 
+def scan_table(subject_data: SubjectData, splits: Sequence[str] = ("train", "validation", "test")) -> pd.DataFrame:
+    """The cohort table of the scans the forecaster sees (one row per scan with a measured volume): subject_id,
+    time_years (since the subject's first scan), volume_ml, target_volume_ml (noise-free law, synthetic cohorts),
+    growth_class and the true law, so that the measured-volume baselines get exactly the forecaster's tasks."""
+    rows = []
+    for split in splits:
+        for it in subject_data.dataset(split).items:
+            tr = it["truth"]
+            t_first = float(it["t"][0])
+            for tt, lv in zip(it["t"].tolist(), it["logv_measured"].tolist()):
+                if not np.isfinite(lv):
+                    continue
+                law = math.nan
+                if all(np.isfinite([tr["V0_ml"], tr["a_per_year"], tr["K_ml"]])):
+                    law = tr["K_ml"] * math.exp(math.log(tr["V0_ml"] / tr["K_ml"]) * math.exp(-tr["a_per_year"] * tt))
+                rows.append(
+                    {
+                        "subject_id": it["subject_id"],
+                        "time_years": float(tt) - t_first,
+                        "volume_ml": math.exp(lv),
+                        "target_volume_ml": law,
+                        "growth_class": it["growth_class"],
+                        "true_a_per_year": tr["a_per_year"],
+                        "true_V0_ml": tr["V0_ml"],
+                        "true_K_ml": tr["K_ml"],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
 def forecast_report(
     frames: dict[str, pd.DataFrame],
-    truths: dict[str, pd.DataFrame],
     eval_split: str,
     calib_split: str,
-    cohort_csv: str | None,
     subject_data: SubjectData,
     out: Path,
     model_dir: str,
+    n_boot: int = 1000,
 ) -> Path:
-    """Measured-volume baselines, conformal intervals calibrated on ``calib_split`` and the forecast report, through
-    the ``custom.forecast`` API (task, baselines, conformal, report)."""
-    from custom.forecast.conformal import ConformalVolumeIntervals
-    from custom.forecast.report import write_forecast_report
-    from custom.forecast.task import make_task
-    from custom.forecast.volumetry import MEASURED_BASELINES
+    """The hybrid and images-only forecasts beside the measured-volume baselines on the same subjects and targets
+    (:func:`custom.forecast.evaluate.evaluate_forecasts`: baselines fitted on the training subjects, every method
+    calibrated on ``calib_split``, scored on ``eval_split``); the forecaster's calibrators are saved next to the
+    weights for ``inference.json``."""
+    from custom.forecast.evaluate import evaluate_forecasts
 
-    if not cohort_csv or not Path(cohort_csv).exists():
-        raise FileNotFoundError(f"the forecast report needs the cohort table (cohort_csv), not found: {cohort_csv}")
-    cohort = pd.read_csv(cohort_csv)
-    train_rows = cohort[cohort["subject_id"].isin(subject_data.subjects_by_split["train"])]
-    forecasts: dict[str, pd.DataFrame] = {}
-    calibrated: dict[str, Any] = {}
-    for method in (HYBRID, IMAGES_ONLY):
-        f_cal = frames[calib_split][frames[calib_split]["method"] == method]
-        f_ev = frames[eval_split][frames[eval_split]["method"] == method]
-        cal_task = make_task(cohort, sorted(f_cal["subject_id"].unique()), int(f_cal["k_obs"].min()))
-        intervals = ConformalVolumeIntervals(levels=(0.8, 0.9)).fit(f_cal, cal_task.truth)
-        forecasts[method] = intervals.transform(f_ev)
-        calibrated[method] = intervals
-    ev_subjects = sorted(frames[eval_split]["subject_id"].unique())
-    for name, cls in MEASURED_BASELINES.items():
-        model = cls().fit(train_rows)
-        forecasts[name] = pd.concat(
-            [model.predict(make_task(cohort, ev_subjects, k)) for k in sorted(frames[eval_split]["k_obs"].unique())],
-            ignore_index=True,
-        )
-    truth = make_task(cohort, ev_subjects, int(frames[eval_split]["k_obs"].min())).truth  # every later scan
+    table = scan_table(subject_data)
+    splits = {
+        "training": subject_data.subjects_by_split["train"],
+        "validation": sorted(frames[calib_split]["subject_id"].unique()),
+        "test": sorted(frames[eval_split]["subject_id"].unique()),
+    }
+    ks = sorted(int(k) for k in frames[eval_split]["k_obs"].unique())
+    extra = {
+        m: {
+            "validation": frames[calib_split][frames[calib_split]["method"] == m],
+            "test": frames[eval_split][frames[eval_split]["method"] == m],
+        }
+        for m in (HYBRID, IMAGES_ONLY)
+    }
+    result = evaluate_forecasts(
+        table,
+        splits,
+        ks,
+        out / "forecast_report",
+        extra=extra,
+        n_boot=n_boot,
+        notes=[f"latent_ode evaluation: {eval_split} subjects scored, {calib_split} subjects calibrate the intervals."],
+        title="latent_ode: volume forecasts against measured-volume baselines",
+    )
     with (Path(model_dir) / CALIBRATION_FILE).open("wb") as fh:
-        pickle.dump(calibrated, fh)
-    return write_forecast_report(forecasts, truth, out_dir=str(out / "forecast_report"))
+        pickle.dump({m: result.calibrators[m] for m in (HYBRID, IMAGES_ONLY)}, fh)
+    return Path(result.report)
