@@ -7,12 +7,12 @@ Model (time t in years since the subject's first scan, y = ln V in ln mL):
     ln a ~ N(m_a, s_a^2),  gap ~ N(m_g, s_g^2),  ln V0 ~ N(m_v, s_v^2)     (independent, per subject)
 
 Given a, y is linear in theta = (gap, ln V0) with design x(t) = (1 - e^{-a t}, 1), so the conditional posterior
-is Gaussian with precision P = S0^{-1} + X^T R^{-1} X, mean m = P^{-1} (S0^{-1} mu0 + X^T R^{-1} y), and the
+is Gaussian with precision P = Sigma0^{-1} + X^T R^{-1} X, mean m = P^{-1} (Sigma0^{-1} mu0 + X^T R^{-1} y), and the
 marginal likelihood of the observations is (Bishop 2006, eq. 3.86)
 
-    ln p(y | a) = -1/2 [ y^T R^{-1} y + mu0^T S0^{-1} mu0 - b^T P^{-1} b + ln|S0| + ln|P| + sum_i ln(2 pi r_i) ]
+    ln p(y | a) = -1/2 [ y^T R^{-1} y + mu0^T Sigma0^{-1} mu0 - b^T P^{-1} b + ln|Sigma0| + ln|P| + sum_i ln(2 pi r_i) ]
 
-with b = S0^{-1} mu0 + X^T R^{-1} y. On a grid of ln a the posterior weights are
+with b = Sigma0^{-1} mu0 + X^T R^{-1} y. On a grid of ln a the posterior weights are
 w_g ∝ N(ln a_g; m_a, s_a^2) p(y | a_g) (a discretised marginal posterior of ln a, as in the reduced-Gompertz
 Bayesian fits of Vaghi et al. 2020, PLoS Comput Biol 16:e1007178), and the predictive distribution of y(s) is the
 mixture sum_g w_g N(x_g(s) m_g, x_g(s)^T P_g^{-1} x_g(s)); its mean and variance are returned (moment matching).
