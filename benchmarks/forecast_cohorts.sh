@@ -5,6 +5,7 @@
 #                   measured volumes are forecast targets; images are made only for the visits that are encoded)
 #   stage "train":  dipvae + Exp3 on the realistic cohort
 #   stage "encode": every scan of the three cohorts encoded into trajectories files
+#   stage "forecast": latent_ode trained and evaluated on each encoded cohort (baselines, intervals, report)
 # Usage: bash benchmarks/forecast_cohorts.sh <stage> <work dir>; sizes from the environment (defaults: 128^3).
 set -euo pipefail
 stage=$1; work=$2
@@ -33,9 +34,22 @@ train)
 encode)
   for c in "${COHORTS[@]}"; do
     read -r name _ <<<"$c"
+    if [ ! -f "$work/$name/datalist.json" ]; then echo "no cohort $work/$name: not encoded"; continue; fi
     python -c "import sys; from custom.ode.encode import encode_trajectories as e; \
 e(sys.argv[1], sys.argv[2] + '/datalist.json', sys.argv[3], cohort_csv=sys.argv[2] + '/cohort.csv', batch_size=8)" \
       "$work/dipvae" "$work/$name" "$work/trajectories_$name.pt"
   done ;;
-*) echo "stage must be synth, train or encode, got $stage" >&2; exit 2 ;;
+forecast)
+  ODE_EPOCHS=${ODE_EPOCHS:-300}
+  for c in "${COHORTS[@]}"; do
+    read -r name _ <<<"$c"
+    if [ ! -f "$work/trajectories_$name.pt" ]; then echo "no trajectories for $name: skipped"; continue; fi
+    common=(--trajectories_file "$work/trajectories_$name.pt" --encode False --dataset_dir "$work/$name"
+      --output_dir "$work/latent_ode_$name" --ckpt_dir "$work/latent_ode_$name/models")
+    python -m monai.bundle run training --config_file bundles/latent_ode/configs/train.json "${common[@]}" \
+      --epochs "$ODE_EPOCHS"
+    python -m monai.bundle run \
+      --config_file "['bundles/latent_ode/configs/train.json','bundles/latent_ode/configs/evaluate.json']" "${common[@]}"
+  done ;;
+*) echo "stage must be synth, train, encode or forecast, got $stage" >&2; exit 2 ;;
 esac
