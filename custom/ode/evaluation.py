@@ -11,8 +11,8 @@ forecaster's calibration is saved next to the weights (``<model_dir>/forecast_ca
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 import pickle
 from pathlib import Path
 from typing import Any, Sequence
