@@ -109,7 +109,8 @@ post() {  # model output file mode -> prints the HTTP status line, returns 1 unl
 for b in "${BUNDLES[@]}"; do
     post "$b" "$WORK/server_$b.nii.gz" image || FAILED=1
     post "${b}_encode" "$WORK/server_${b}_encode.json" json || FAILED=1
-    (cd "$WORK/dist" && "$PY" -m monai.bundle run --config_file "$b/configs/inference.json" \
+    # PYTHONPATH: the configs' "initialize" imports custom before `run` puts the bundle root on sys.path
+    (cd "$WORK/dist" && PYTHONPATH="$WORK/dist/$b" "$PY" -m monai.bundle run --config_file "$b/configs/inference.json" \
         --datalist "$WORK/one_case.json" --output_dir "$WORK/ref_$b" > "$WORK/ref_$b.log" 2>&1) \
         || { tail -n 20 "$WORK/ref_$b.log"; echo "FAIL: monai.bundle run $b"; FAILED=1; continue; }
     echo -n "$b vs monai.bundle run: "
