@@ -9,7 +9,9 @@ Start it in MONAI Label's own environment (see ``docs/monai_label.md``)::
 ``configs/inference.json``, ``models/model.pt``, ``custom/``). Each encoder bundle gives two models:
 
 * ``<name>``: the bundle's ``inference.json`` run by MONAI Label's ``BundleInferTask`` (``network_def`` is the
-  single-tensor reconstruction); the answer is the reconstruction as NIfTI in the input's space.
+  single-tensor reconstruction; the bundle's ``Invertd`` maps it back to the input's space); the answer is the
+  reconstruction as a 4-channel NIfTI written by MONAI's ``SaveImage``, as ``monai.bundle run`` writes it (MONAI
+  Label's own writer would write a multi-channel output as a ``.seg.nrrd`` label map).
 * ``<name>_encode``: the same preprocessing and weights through :class:`custom.networks.EncoderNet`; the answer is
   JSON ``{"mu": [...], "logvar": [...]}`` (the posterior of the case).
 
@@ -23,14 +25,47 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
+from pathlib import Path
 from typing import Any, Callable, Dict, Sequence
 
 import torch
+from monai.transforms import SaveImage
+
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.tasks.infer.bundle import BundleInferTask
 
 logger = logging.getLogger(__name__)
+
+
+class BundleReconstructTask(BundleInferTask):
+    """The bundle's ``inference.json`` as it is; the output is written like the bundle's ``SaveImaged`` writes it.
+
+    The bundle's ``Invertd`` already puts ``pred`` in the input's space, so MONAI Label's ``Restored`` (nearest
+    resize, meant for label maps) is not added.
+    """
+
+    def __init__(self, path: str, conf: Dict[str, str], **kwargs: Any) -> None:
+        super().__init__(path, conf, add_post_restore=False, **kwargs)
+        if self.valid:
+            self.description = "posterior-mean reconstruction of the case, 4 channels (NIfTI)"
+
+    def writer(self, data: Dict[str, Any], extension: Any = None, dtype: Any = None):
+        out_dir = Path(tempfile.mkdtemp(prefix="monailabel_recon_"))
+        pred = data[self.output_label_key]
+        saver = SaveImage(
+            output_dir=str(out_dir),
+            output_postfix="recon",
+            output_ext=".nii.gz",
+            resample=False,
+            separate_folder=False,
+            output_dtype=torch.float32,
+            print_log=False,
+        )
+        saver(pred, meta_data=pred.meta)
+        (written,) = out_dir.glob("*.nii.gz")
+        return str(written), {"shape": list(pred.shape), "case": data.get("case_id", written.name)}
 
 
 class BundleEncodeTask(BundleInferTask):
@@ -63,7 +98,7 @@ class BundleEncodeTask(BundleInferTask):
 def tasks_for_bundle(path: str, conf: Dict[str, str]) -> Dict[str, InferTask]:
     """The models one bundle folder gives: ``<name>`` (its ``network_def``) and, for encoders, ``<name>_encode``."""
     name = os.path.basename(os.path.normpath(path))
-    tasks: Dict[str, InferTask] = {name: BundleInferTask(path, conf)}
+    tasks: Dict[str, InferTask] = {name: BundleReconstructTask(path, conf)}
     parsed = tasks[name].bundle_config if tasks[name].is_valid() else None
     if parsed is not None and "vae" in parsed:
         tasks[f"{name}_encode"] = BundleEncodeTask(path, conf)

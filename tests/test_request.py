@@ -42,3 +42,14 @@ def test_a_missing_modality_names_the_case_and_the_file(tmp_path: Path) -> None:
     folder = _case(tmp_path, ["t1c", "t1n", "t2w"])
     with pytest.raises(InputGeometryError, match="BraTS-MEN-00007-001.*t2f"):
         CaseFilesd("image", str(META))({"image": str(folder / "BraTS-MEN-00007-001-t1c.nii.gz")})
+
+
+def test_a_request_without_case_id_is_named_by_its_case(tmp_path: Path) -> None:
+    folder = _case(tmp_path, MODS)
+    t = CaseFilesd("image", str(META))
+    assert t({"image": str(folder / "BraTS-MEN-00007-001-t1n.nii.gz")})["case_id"] == "BraTS-MEN-00007-001"
+    assert t({"image": str(folder)})["case_id"] == "BraTS-MEN-00007-001"
+    assert t({"image": str(tmp_path / "scan_4d.nii.gz")})["case_id"] == "scan_4d"
+    given = {"image": str(folder / "BraTS-MEN-00007-001-t1n.nii.gz"), "case_id": "visit-2"}
+    assert t(given)["case_id"] == "visit-2"
+    assert "case_id" not in t({"image": ["a.nii.gz", "b.nii.gz"]})

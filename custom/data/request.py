@@ -8,6 +8,10 @@ Accepted forms of ``image``:
   (MONAI Label sends one image file per request): the case's files ``<case>-t1c.nii.gz``, ... beside it;
 * a BraTS-MEN case folder ``<case>/``: its files ``<case>/<case>-<modality>.nii.gz``.
 
+A request without a ``case_id`` (MONAI Label sends only the image) gets the case's name as ``case_id``: the
+BraTS-MEN case (``<case>`` of ``<case>-<modality>.nii.gz``), the case folder's name, or the 4D file's name
+without ``.nii``/``.nii.gz``; the outputs are named by it (``custom.data.output_names.NameByCased``).
+
 MONAI Label also adds string entries such as ``image_path``. monai 1.6.1's ``Spacingd`` treats every entry whose
 name starts with ``<key>_`` as a metadata dict and calls ``.update`` on it (``'str' object has no attribute
 'update'``), so string-valued ``<key>_*`` entries are moved to ``request_<key>_*`` (same value, nothing dropped).
@@ -25,7 +29,7 @@ from monai.transforms import MapTransform
 
 from custom.data.geometry_check import InputGeometryError
 
-__all__ = ["CaseFilesd", "case_files", "REQUEST_PREFIX"]
+__all__ = ["CaseFilesd", "case_files", "case_name", "REQUEST_PREFIX"]
 
 #: prefix given to string-valued ``<key>_*`` entries (MONAI Label's ``image_path``)
 REQUEST_PREFIX = "request_"
@@ -78,8 +82,21 @@ def case_files(image: str | Sequence[str], channels: Sequence[str]) -> str | lis
     return [str(f) for f in files]
 
 
+def case_name(image: str, channels: Sequence[str]) -> str:
+    """The case one request's ``image`` names (see the module docstring), e.g. ``BraTS-MEN-00003-000``."""
+    path = Path(image)
+    if path.is_dir():
+        return path.name
+    match = _NIFTI.match(path.name)
+    if match is not None and match["modality"] in channels:
+        return match["case"]
+    return re.sub(r"\.nii(\.gz)?$", "", path.name)
+
+
 class CaseFilesd(MapTransform):
     """Dictionary form of :func:`case_files`; also moves string ``<key>_*`` entries to ``request_<key>_*``.
+
+    A string ``image`` with no ``case_id`` in the item sets ``case_id`` to :func:`case_name` of it.
 
     Args:
         keys: the image key (``"image"``).
@@ -88,7 +105,8 @@ class CaseFilesd(MapTransform):
     Example:
         >>> t = CaseFilesd("image", "bundles/vae_baseline/configs/metadata.json")
         >>> t({"image": "case/BraTS-MEN-00003-000-t2f.nii.gz", "image_path": "case/BraTS-MEN-00003-000-t2f.nii.gz"})
-        {'image': ['case/BraTS-MEN-00003-000-t1c.nii.gz', ...], 'request_image_path': 'case/...-t2f.nii.gz'}
+        {'image': ['case/BraTS-MEN-00003-000-t1c.nii.gz', ...], 'case_id': 'BraTS-MEN-00003-000',
+         'request_image_path': 'case/...-t2f.nii.gz'}
     """
 
     def __init__(self, keys: str | Sequence[str], metadata_file: str) -> None:
@@ -98,6 +116,8 @@ class CaseFilesd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
+            if isinstance(d[key], (str, Path)) and d.get("case_id") is None:
+                d["case_id"] = case_name(str(d[key]), self.channels[key])
             d[key] = case_files(d[key], self.channels[key])
             for name in [k for k in d if isinstance(k, str) and k.startswith(f"{key}_")]:
                 if isinstance(d[name], str):
