@@ -31,7 +31,6 @@ from typing import Any, Callable, Dict, Sequence
 
 import torch
 from monai.transforms import SaveImage
-
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.tasks.infer.bundle import BundleInferTask

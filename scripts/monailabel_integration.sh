@@ -41,8 +41,10 @@ if [[ ! -x "$VENV/bin/monailabel" || "$(cat "$VENV/.mengrowth-pins" 2>/dev/null)
     "$PY" -m venv "$VENV"
     grep -v '^torch==' "$REPO/requirements.txt" > "$WORK/requirements-no-torch.txt"
     "$VENV/bin/pip" install torch==2.14.1 torchvision==0.29.1 -r "$WORK/requirements-no-torch.txt" \
-        "${SERVER_PINS[@]}" > "$WORK/pip.log" 2>&1 || { grep -v '^WARNING: Location' "$WORK/pip.log" | tail; exit 1; }
-    "$VENV/bin/pip" install --no-deps "${NO_DEPS[@]}" >> "$WORK/pip.log" 2>&1 || { tail "$WORK/pip.log"; exit 1; }
+        "${SERVER_PINS[@]}" > "$WORK/pip.log" 2>&1 \
+        || { grep -v '^WARNING: Location' "$WORK/pip.log" | tail; echo "MONAI Label's environment could not be installed"; exit 3; }
+    "$VENV/bin/pip" install --no-deps "${NO_DEPS[@]}" >> "$WORK/pip.log" 2>&1 \
+        || { tail "$WORK/pip.log"; echo "MONAI Label's environment could not be installed"; exit 3; }
     PYTHONPATH="$REPO" "$VENV/bin/python" -c "import monailabel.app, monailabel.tasks.infer.bundle, custom.networks"
     echo "$STAMP" > "$VENV/.mengrowth-pins"
     step "environment ready ($(du -sh "$VENV" | cut -f1))"

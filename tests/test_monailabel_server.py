@@ -5,7 +5,8 @@ torchvision), trains and exports vae_baseline and dipvae at 32^3, starts the ser
 to each of the four served models, and compares every answer with ``python -m monai.bundle run`` on the same case
 (shape and affine equal, values within 1e-4). It runs when ``MENGROWTH_MONAILABEL=1`` is set, or when the
 environment already exists (``$MONAILABEL_VENV``, default ``/tmp/monailabel-venv``), so it costs nothing to
-install.
+install. When pip cannot install MONAI Label's pinned environment on the machine (exit 3, before any of this
+package's code runs) the test is skipped with pip's message; every later failure fails it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def test_every_served_model_answers_200_and_equals_monai_bundle_run(tmp_path: Pa
         timeout=1500,
     )
     out = proc.stdout + proc.stderr
+    if proc.returncode == 3:  # pip could not install MONAI Label's pins on this machine: nothing of ours ran yet
+        pytest.skip("MONAI Label's environment could not be installed here: " + out[-1500:])
     assert proc.returncode == 0, out[-6000:]
     statuses = re.findall(r"POST /infer/(\w+)\?\S+ -> HTTP (\d+)", out)
     assert sorted(statuses) == sorted(

@@ -11,6 +11,7 @@ are then scored together (:func:`~custom.forecast.report.score_forecasts`) and r
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from custom.forecast.conformal import HORIZON_EDGES_YEARS, ConformalVolumeInterv
 from custom.forecast.report import score_forecasts, write_forecast_report
 from custom.forecast.task import ForecastTask, make_task
 from custom.forecast.volumetry import MEASURED_BASELINES, Oracle
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -107,9 +110,15 @@ def evaluate_forecasts(
     models |= {"Oracle": Oracle()} if has_truth else {}
     predictions: dict[str, dict[str, pd.DataFrame]] = {}
     timings: dict[str, dict[str, float]] = {}
+    not_fitted: dict[str, str] = {}
     for name, model in models.items():
         t0 = time.perf_counter()
-        model.fit(train_rows)
+        try:
+            model.fit(train_rows)
+        except ValueError as err:  # e.g. too few scans per training subject for this baseline: said in the report
+            not_fitted[name] = str(err)
+            logger.warning("%s is left out of the forecast report: %s", name, err)
+            continue
         t1 = time.perf_counter()
         predictions[name] = {
             s: pd.concat([model.predict(t) for t in tasks[s].values()], ignore_index=True) for s in tasks
@@ -140,16 +149,24 @@ def evaluate_forecasts(
         "horizon_edges": list(horizon_edges) if horizon_edges is not None else None,
         "eb_prior": eb_prior,
         "calibration_scores": calibration,
+        "not_fitted": not_fitted,
     }
     (outdir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
-    notes = list(notes) + [
-        f"{len(splits['training'])} training / {len(splits['validation'])} validation / {len(splits['test'])} test "
-        f"subjects; k_obs = {list(ks)}.",
-        "Conformal intervals and growth probabilities: calibrated per (k_obs, horizon bin) "
-        + (f"with bin edges {list(horizon_edges)} years" if horizon_edges is not None else "over all horizons")
-        + " after the last observed scan, on each method's own validation forecasts (bins with fewer than 30 "
-        "validation scores merged; counts in run.json).",
-    ]
+    notes = (
+        list(notes)
+        + [
+            f"{len(splits['training'])} training / {len(splits['validation'])} validation / {len(splits['test'])} test "
+            f"subjects; k_obs = {list(ks)}.",
+            "Conformal intervals and growth probabilities: calibrated per (k_obs, horizon bin) "
+            + (f"with bin edges {list(horizon_edges)} years" if horizon_edges is not None else "over all horizons")
+            + " after the last observed scan, on each method's own validation forecasts (bins with fewer than 30 "
+            "validation scores merged; counts in run.json).",
+        ]
+        + [
+            f"**{name} is not in the tables**: it could not be fitted on this cohort ({why})."
+            for name, why in not_fitted.items()
+        ]
+    )
     interval_method = next(iter(extra)) if extra else (names[0] if names else None)
     report = write_forecast_report(
         scores,

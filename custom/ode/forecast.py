@@ -136,6 +136,7 @@ def forecast_subject(
                 "horizon_years": target - times[n_obs - 1],
                 "pred_volume_ml": v_pred,
                 "pred_sd_log": sd,
+                "last_obs_volume_ml": float(np.exp(y_last)),
             }
         )
         intervals = conformal.transform(frame).to_dict(orient="list")
