@@ -75,7 +75,14 @@ def _env() -> dict[str, str]:
 def _kill_config(path: Path, marker: Path, iteration: int) -> Path:
     """Extra config: same ``run`` list plus a handler that parks the process at ``iteration`` for the kill."""
     cfg = {
-        "imports": ["$import torch", "$import monai", "$import time", "$import pathlib", "$import ignite"],
+        "imports": [
+            "$import torch",
+            "$import sys",
+            "$import monai",
+            "$import time",
+            "$import pathlib",
+            "$import ignite",
+        ],
         "kill_marker": str(marker),
         "run": [
             "$@train#checkpoints.attach_best(@validate#evaluator)",
