@@ -101,6 +101,8 @@ def plot_subject_forecasts(
         ax.tick_params(labelsize=7)
     for ax in axes.ravel()[len(pick) :]:
         ax.axis("off")
-    axes[0][0].legend(fontsize=6, frameon=False)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
     fig.suptitle(f"forecasts from {k} observed scan(s); band: {interval_method} 80 / 90 % intervals", fontsize=9)
+    fig.tight_layout(rect=(0.0, 0.0, 0.84, 0.95))  # room for the legend and the title; no label over a title
     return save_figure(fig, out_png)
