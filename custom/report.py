@@ -147,21 +147,6 @@ def forecast_trust_sentence(report_dir: Path) -> str:
     return sentence + "."
 
 
-def trust_sentence(table: dict[str, dict[str, Any]]) -> str:
-    """One sentence naming the forecast with the lowest mean last-scan error (the oracle excluded) at the largest k."""
-    rows = {k: v for k, v in table.items() if not k.startswith("oracle") and v.get("rel_vol_err_pct_last") is not None}
-    if not rows:
-        return ""
-    k_max = max(int(k.rsplit("k=", 1)[-1].rstrip(")")) for k in rows)
-    at_k = {k: v for k, v in rows.items() if k.endswith(f"(k={k_max})")}
-    best = min(at_k, key=lambda k: at_k[k]["rel_vol_err_pct_last"])
-    return (
-        f"At this size, trust **{best}** most: its mean error at the last held-out scan is "
-        f"{at_k[best]['rel_vol_err_pct_last']:.1f} % on {at_k[best].get('n_subjects', '?')} test subjects, the lowest "
-        "of the methods in this table."
-    )
-
-
 def write_report(
     out: str | Path, size: str, params: dict[str, Any], commands: dict[str, str], wall_seconds: float | None = None
 ) -> Path:
@@ -253,12 +238,14 @@ def write_report(
         report_md = c["ode"].get("forecast_report")
         baselines = forecast_report_rows(Path(report_md).parent) if report_md else []
         if baselines:
-            ode_rows += ["", "Against the measured-volume baselines on the same test subjects and targets (last", ""]
-            ode_rows[-2] += " held-out scan, all subjects; [95 % CI] from a subject bootstrap):"
+            ode_rows += [
+                "",
+                "Against the measured-volume baselines on the same test subjects and targets (last held-out scan, "
+                "all subjects; [95 % CI] from a subject bootstrap):",
+                "",
+            ]
             ode_rows += baselines + ["", forecast_trust_sentence(Path(report_md).parent)]
             ode_rows += ["", f"Full forecast report (strata, horizons, intervals, figures): `{report_md}`"]
-        else:
-            ode_rows += ["", trust_sentence(table)]
     extra = {k: v for k, v in c["ode"].items() if isinstance(v, (int, float))}
     md: list[str] = [
         f"# Meningioma growth modelling: demo report ({size})",
