@@ -61,7 +61,7 @@ from custom.synth.tumour import (
 )
 
 #: Generator version written to cohort_meta.json and datalist.json (2: biomarker-conditioned growth laws).
-COHORT_VERSION: str = "2.0.0"
+COHORT_VERSION: str = "2.1.0"
 
 COHORT_COLUMNS: tuple[str, ...] = (
     "case_id",

@@ -71,7 +71,7 @@ class GrowthMode:
 
 #: ``realistic``: Strand 2023 class mix (59 / 27 / 14 %) and relative growth rates of growers (median
 #: 6.1 %/yr, IQR 2.4-16 %/yr over about 5 years), most growers past the inflection point (Nakasu 2011), V0
-#: set so the law's own rapid share among growers (~43 %) gives AIMSS's 25.4 % rapid tumours overall.
+#: set so the law's own rapid share among growers (~44 %) gives about AIMSS's 25.4 % rapid tumours overall.
 #: ``fast``: the earlier demo law (a ~ 0.5/yr, K/V0 3-10, 65 / 25 / 10 %), for short demos that must show change.
 GROWTH_MODES: dict[str, GrowthMode] = {
     "realistic": GrowthMode(
@@ -88,9 +88,9 @@ GROWTH_MODES: dict[str, GrowthMode] = {
         grower_g_min=0.1,
         plateau_g=(0.0, 0.15),
         shrinker_ratio=(0.6, 0.9),
-        atypical_share=0.07,
+        atypical_share=0.10,
         atypical_g=(4.0, 6.0),
-        atypical_rate0=(0.12, 0.30),
+        atypical_rate0=(0.18, 0.50),
     ),
     "fast": GrowthMode(
         name="fast",
