@@ -269,3 +269,54 @@ def write_mask_report(scores: pd.DataFrame, summary: pd.DataFrame, out_dir: str 
         )
     (out / "mask_report.md").write_text("\n".join(lines) + "\n")
     return {"report": str(out / "mask_report.md"), "json": str(out / "mask_metrics.json")}
+
+
+def write_subject_figures(
+    scores: pd.DataFrame,
+    dataset: Any,
+    frames: pd.DataFrame,
+    datalist: str | Path,
+    out_dir: str | Path,
+    k_obs: int,
+    method: str = "latent_ode_hybrid",
+    n_subjects: int = 3,
+) -> list[str]:
+    """``masks_<subject>.png`` (:func:`custom.forecast_mask.figure.plot_mask_forecast`) for ``n_subjects`` subjects
+    spread over the change from the last observed to the last target scan (shrinking to fastest growing)."""
+    import nibabel as nib
+
+    from custom.forecast_mask.figure import plot_mask_forecast
+
+    s = scores[(scores["method"] == method) & (scores["k_obs"] == k_obs) & scores["is_last"]]
+    if s.empty:
+        return []
+    order = s.assign(change=np.log(s["volume_ml"] / s["last_obs_volume_ml"])).sort_values("change")["subject_id"]
+    pick = [order.iloc[int(i)] for i in np.unique(np.linspace(0, len(order) - 1, min(n_subjects, len(order))))]
+    cases = datalist_cases(datalist)
+    items = {it["subject_id"]: it for it in dataset.items}
+    written = []
+    for sid in pick:
+        it = items[sid]
+        imgs = [nib.as_closest_canonical(nib.load(cases[c]["image"][0])) for c in it["case_id"]]
+        segs = [nib.as_closest_canonical(nib.load(cases[c]["label"])) for c in it["case_id"]]
+        t1c = [np.asarray(i.dataobj, dtype=np.float32).reshape(i.shape[:3]) for i in imgs]
+        masks = [tumour_mask(np.asarray(g.dataobj).reshape(g.shape[:3])) for g in segs]
+        spacing = voxel_sizes(segs[k_obs - 1].affine)
+        f = frames[(frames["method"] == method) & (frames["k_obs"] == k_obs) & (frames["subject_id"] == sid)]
+        forecasts = {}
+        for j in range(k_obs, len(masks)):
+            v = f.loc[np.isclose(f["time_years"], float(it["t"][j])), "pred_volume_ml"]
+            if len(v):
+                forecasts[j] = forecast_mask(masks[k_obs - 1], float(v.iloc[0]), spacing)
+        row = s[s["subject_id"] == sid].iloc[0]
+        title = (
+            f"{sid} ({it['growth_class']}): forecast from {k_obs} scans; last target Dice "
+            f"{row['forecast_dice']:.2f} (copy-last {row['copy_last_dice']:.2f})"
+        )
+        written.append(
+            plot_mask_forecast(
+                t1c, masks, it["t"].tolist(), k_obs, forecasts, Path(out_dir) / f"masks_{sid}.png",
+                voxel_mm=float(spacing[0]), title=title,
+            )  # fmt: skip
+        )
+    return written

@@ -141,7 +141,7 @@ def mask_report(
 ) -> dict[str, Any] | None:
     """Forecast masks and images scored against copy-the-last-scan (``out/mask_report``); None, with the reason
     logged, when turned off or when the scans' datalist is not available (e.g. a trajectories file made elsewhere)."""
-    from custom.forecast_mask.score import score_forecast_masks, summarise, write_mask_report
+    from custom.forecast_mask.score import score_forecast_masks, summarise, write_mask_report, write_subject_figures
     from custom.utils import as_bool
 
     if not as_bool(enabled):
@@ -153,7 +153,9 @@ def mask_report(
     if decoder is None:
         logger.info("forecast images not scored: encoder bundle %s has no trained weights", encoder_bundle)
     scores = score_forecast_masks(net, dataset, frame, datalist, decoder, k_values)
-    return write_mask_report(scores, summarise(scores), out / "mask_report")
+    written = write_mask_report(scores, summarise(scores), out / "mask_report")
+    figures = write_subject_figures(scores, dataset, frame, datalist, out / "mask_report", max(k_values))
+    return written | {"figures": figures}
 
 
 def scan_table(subject_data: SubjectData, splits: Sequence[str] = ("train", "validation", "test")) -> pd.DataFrame:
