@@ -135,3 +135,18 @@ def test_mask_scorer_on_the_tiny_cohort(tiny_cohort: Path, models, tmp_path: Pat
     assert {"all", "fastest20"} <= set(summary["stratum"])
     written = write_mask_report(scores, summary, tmp_path / "report")
     assert "forecast - copy_last" in Path(written["report"]).read_text()
+
+
+def test_a_last_mask_off_the_scan_grid_is_a_clear_error(tiny_cohort: Path, tmp_path: Path) -> None:
+    from custom.ode.forecast import write_forecast_masks
+
+    scan = _scans(tiny_cohort, "BraTS-MEN-00001")[1]
+    seg = nib.load(scan["label"])
+    other = tmp_path / "other_grid_seg.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(seg.dataobj)[:-2], seg.affine), str(other))
+    with pytest.raises(ValueError, match="other_grid_seg.nii.gz.*not on the grid"):
+        write_forecast_masks(str(other), scan["image"][0], np.array([5.0]), np.array([3.0]), tmp_path, "s")
+    empty = tmp_path / "empty_seg.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(seg.shape, np.uint8), seg.affine), str(empty))
+    with pytest.raises(ValueError, match="empty_seg.nii.gz has no tumour voxel"):
+        write_forecast_masks(str(empty), scan["image"][0], np.array([5.0]), np.array([3.0]), tmp_path, "s")

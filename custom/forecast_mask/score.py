@@ -141,6 +141,8 @@ def score_forecast_masks(
                 t_end = float(it["t"][-1])
                 for j in range(k, len(ids)):
                     target = cases[ids[j]]
+                    if "label" not in target:
+                        raise ValueError(f"case {ids[j]} has no segmentation in {datalist}: no true mask to score")
                     t_j = float(it["t"][j])
                     seg_t, aff_t = seg_cache.setdefault(ids[j], load_seg(target["label"]))
                     if seg_t.shape != seg_last.shape or not np.allclose(aff_t, aff, atol=1e-3):
