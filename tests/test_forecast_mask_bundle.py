@@ -150,3 +150,22 @@ def test_a_last_mask_off_the_scan_grid_is_a_clear_error(tiny_cohort: Path, tmp_p
     nib.save(nib.Nifti1Image(np.zeros(seg.shape, np.uint8), seg.affine), str(empty))
     with pytest.raises(ValueError, match="empty_seg.nii.gz has no tumour voxel"):
         write_forecast_masks(str(empty), scan["image"][0], np.array([5.0]), np.array([3.0]), tmp_path, "s")
+
+
+def test_four_channel_input_files_give_one_anchored_file(tiny_cohort: Path, models, tmp_path: Path) -> None:
+    from custom.ode.forecast import forecast_subject
+
+    enc, ode = models
+    scans = []
+    for s in _scans(tiny_cohort, "BraTS-MEN-00004")[:2]:
+        chans = [nib.load(f) for f in s["image"]]
+        path = tmp_path / f"{s['case_id']}_4ch.nii.gz"
+        nib.save(nib.Nifti1Image(np.stack([np.asarray(c.dataobj) for c in chans], -1), chans[0].affine), str(path))
+        scans.append({**s, "image": str(path)})
+    t_last = float(scans[1]["time_years"])
+    result = forecast_subject(str(enc), str(ode), str(tmp_path / "out"), scans=scans, target_times=[t_last, 8.0])
+    assert [Path(p).name.endswith("_anchored.nii.gz") for p in result["forecast_images"]] == [True, True]
+    same = nib.load(result["forecast_images"][0])
+    assert same.shape == nib.load(scans[1]["image"]).shape
+    assert np.array_equal(np.asarray(same.dataobj), np.asarray(nib.load(scans[1]["image"]).dataobj))
+    assert len(result["forecast_masks"]) == 2

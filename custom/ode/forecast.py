@@ -186,7 +186,8 @@ def forecast_subject(
     mask_file = last_mask_file or last_scan.get("label")
     masks, anchored, masks_note = [], [], None
     if as_bool(save_masks) and mask_file:
-        masks = write_forecast_masks(str(mask_file), str(last_scan["image"][0]), target, v_pred, out, subject)
+        first = last_scan["image"] if isinstance(last_scan["image"], (str, Path)) else last_scan["image"][0]
+        masks = write_forecast_masks(str(mask_file), str(first), target, v_pred, out, subject)
     elif as_bool(save_masks):
         masks_note = f"scan {last_scan.get('case_id', n_obs - 1)} has no segmentation and no last_mask_file was given"
         logger.warning("no forecast masks: %s", masks_note)
@@ -282,14 +283,19 @@ def write_anchored_images(
     device: str | torch.device,
 ) -> list[str]:
     """``<subject>_forecast_t<t>y_<modality>.nii.gz``: x_last + (D(z_t) - D(z_last)) on the last scan's grid
-    (:mod:`custom.forecast_mask.images`); ``reference`` is the preprocessed last scan, ``image_files`` its inputs."""
+    (:mod:`custom.forecast_mask.images`); ``reference`` is the preprocessed last scan, ``image_files`` its inputs
+    (four 3D files, or one 4-channel file, which gives one ``<subject>_forecast_t<t>y_anchored.nii.gz``)."""
     import nibabel as nib
 
     from custom.constants import MODALITIES
     from custom.forecast_mask.images import anchored_image, brain_sd, change_to_input
 
-    imgs = [nib.load(str(f)) for f in image_files]
-    x_last = np.stack([np.asarray(i.dataobj, dtype=np.float32).reshape(i.shape[:3]) for i in imgs])
+    if isinstance(image_files, (str, Path)):  # one 4-channel file (X, Y, Z, 4): one 4-channel forecast per time
+        src = nib.load(str(image_files))
+        x_last = np.moveaxis(np.asarray(src.dataobj, dtype=np.float32), -1, 0)
+    else:
+        imgs = [nib.load(str(f)) for f in image_files]
+        x_last = np.stack([np.asarray(i.dataobj, dtype=np.float32).reshape(i.shape[:3]) for i in imgs])
     decoded = vae.decode(torch.cat([mu_anchor, mu_pred]).to(device)).float().cpu()
     scale = brain_sd(x_last)
     d_last = change_to_input(decoded[0], reference, transform, scale)
@@ -299,6 +305,13 @@ def write_anchored_images(
     for t, dec in zip(target, decoded[1:]):
         x_t = anchored_image(torch.from_numpy(x_last), change_to_input(dec, reference, transform, scale), d_last)
         x_t = x_t.numpy()
+        if isinstance(image_files, (str, Path)):
+            header = src.header.copy()
+            header.set_data_dtype(np.float32)
+            path = out / f"{_time_name(subject, float(t))}_anchored.nii.gz"
+            nib.save(nib.Nifti1Image(np.moveaxis(x_t, 0, -1).astype(np.float32), src.affine, header), str(path))
+            written.append(str(path))
+            continue
         for c, (mod, src) in enumerate(zip(MODALITIES, imgs)):
             header = src.header.copy()
             header.set_data_dtype(np.float32)
