@@ -5,7 +5,8 @@ and calibration splits, ``truth_<split>.csv``, ``metrics.json`` (last-scan summa
 ``growth.png``; then the measured-volume baselines on the same subjects and targets, conformal intervals calibrated
 on the calibration split, and the forecast report (``forecast_report/``, :mod:`custom.forecast.evaluate`); the
 forecaster's calibration is saved next to the weights (``<model_dir>/forecast_calibration.pkl``) for
-``inference.json``.
+``inference.json``. With the datalist of the encoded scans, forecast tumour masks and images are scored at every
+target scan against copy-the-last-scan (``mask_report/``, :mod:`custom.forecast_mask.score`).
 """
 
 from __future__ import annotations
@@ -75,8 +76,14 @@ def evaluate_forecaster(
     calib_split: str = "validation",
     n_plot: int = 12,
     device: str | torch.device = "cpu",
+    datalist: str | None = None,
+    encoder_bundle: str | None = None,
+    forecast_masks: bool = True,
 ) -> dict[str, Any]:
-    """See the module docstring; returns the contents of ``metrics.json``."""
+    """See the module docstring; returns the contents of ``metrics.json``.
+
+    ``datalist`` (the encoded scans' datalist) and ``forecast_masks`` turn on the mask and image scores;
+    ``encoder_bundle`` (its trained decoder) adds the image forecasts to them."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     net = load_forecaster(model_dir, device)
@@ -110,6 +117,9 @@ def evaluate_forecaster(
         "rel_vol_err_pct_last": table.get(f"{HYBRID} (k={max(k_values)})", {}).get("rel_vol_err_pct_last"),
         "forecast_report": None if report is None else str(report),
         "example_subject": example,
+        "forecast_masks": mask_report(
+            net, ev, frames[eval_split], datalist, encoder_bundle, forecast_masks, k_values, out
+        ),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
     for name, row in table.items():
@@ -117,6 +127,35 @@ def evaluate_forecaster(
             "%s: last-scan rel. volume error %.1f%% (n=%d)", name, row["rel_vol_err_pct_last"], row["n_subjects"]
         )
     return metrics
+
+
+def mask_report(
+    net: HybridGompertzForecaster,
+    dataset: Any,
+    frame: pd.DataFrame,
+    datalist: str | None,
+    encoder_bundle: str | None,
+    enabled: bool,
+    k_values: Sequence[int],
+    out: Path,
+) -> dict[str, Any] | None:
+    """Forecast masks and images scored against copy-the-last-scan (``out/mask_report``); None, with the reason
+    logged, when turned off or when the scans' datalist is not available (e.g. a trajectories file made elsewhere)."""
+    from custom.forecast_mask.score import score_forecast_masks, summarise, write_mask_report, write_subject_figures
+    from custom.utils import as_bool
+
+    if not as_bool(enabled):
+        return None
+    if not datalist or not Path(datalist).is_file() or not dataset.items[0]["case_id"]:
+        logger.info("forecast masks not scored: the scans' datalist %s is not available", datalist)
+        return None
+    decoder = encoder_bundle if encoder_bundle and (Path(encoder_bundle) / "models" / "model.pt").exists() else None
+    if decoder is None:
+        logger.info("forecast images not scored: encoder bundle %s has no trained weights", encoder_bundle)
+    scores = score_forecast_masks(net, dataset, frame, datalist, decoder, k_values)
+    written = write_mask_report(scores, summarise(scores), out / "mask_report")
+    figures = write_subject_figures(scores, dataset, frame, datalist, out / "mask_report", max(k_values))
+    return written | {"figures": figures}
 
 
 def scan_table(subject_data: SubjectData, splits: Sequence[str] = ("train", "validation", "test")) -> pd.DataFrame:

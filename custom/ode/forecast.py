@@ -4,7 +4,11 @@ Used by ``bundles/latent_ode/configs/inference.json``. Input: the subject's scan
 from a datalist + subject id, or given directly) and the target times. Output in ``output_dir``:
 ``<subject>_forecast.json`` (times, forecast latents, forecast volumes in mL), one NIfTI per target time
 (the encoder bundle's decoder applied to the forecast latent, mapped back to the input scan's geometry
-by inverting the preprocessing), and ``<subject>_growth.png``.
+by inverting the preprocessing), and ``<subject>_growth.png``; with the last observed scan's tumour mask (its
+segmentation, or ``last_mask_file``) also ``<subject>_forecast_mask_t<t>y.nii.gz`` per target time (the level-set
+forecast of :mod:`custom.forecast_mask.level_set`) and ``<subject>_forecast_t<t>y_<modality>.nii.gz``, the last scan
+plus the decoded change (:mod:`custom.forecast_mask.images`), both on the last observed scan's grid (its affine and
+shape).
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ def forecast_subject(
     use_segmentations: bool = True,
     save_images: bool = True,
     device: str | torch.device = "cpu",
+    last_mask_file: str | None = None,
+    save_masks: bool = True,
 ) -> dict[str, Any]:
     """Forecast from the first ``n_observed`` scans to ``target_times`` (default: the remaining scan times, and +1 yr).
 
@@ -59,6 +65,9 @@ def forecast_subject(
     holds the forecast volumes, their predictive sd of ln V, Gaussian P(growth > 15 %) and P(volume + 40 %) from that
     predictive distribution, and, when evaluation saved a conformal calibration next to the weights, calibrated
     80 % / 90 % intervals (otherwise ``intervals`` is null and ``intervals_note`` says why).
+
+    The forecast masks start from ``last_mask_file`` when given (a segmentation of the last observed scan on its
+    grid), else from that scan's ``label``; without either no mask is written (``masks_note`` says so).
     """
     import pandas as pd
     from monai.data import MetaTensor
@@ -118,6 +127,9 @@ def forecast_subject(
     p40 = norm.sf((y_last + np.log(1.40) - mean) / sd)
     measured_ml = np.exp(logv[0].double().numpy())
     mu_pred = (pred["z_pred"][0] * model.latent_std + model.latent_mean).float()
+    t_last = torch.full((1, 1), float(times[n_obs - 1] - t0))
+    z_anchor = model.predict(z_std[obs], logv[obs], measured[obs], t_all[obs], t_last)["z_pred"][0]
+    mu_anchor = (z_anchor * model.latent_std + model.latent_mean).float()  # the forecast latent at elapsed time 0
 
     intervals, note = None, None
     calib = Path(ode_dir) / CALIBRATION_FILE
@@ -170,6 +182,19 @@ def forecast_subject(
             inv.meta["filename_or_obj"] = name
             saver(inv, meta_data=inv.meta)
             written.append(str(out / f"{name}.nii.gz"))
+    last_scan = scans[n_obs - 1]
+    mask_file = last_mask_file or last_scan.get("label")
+    masks, anchored, masks_note = [], [], None
+    if as_bool(save_masks) and mask_file:
+        first = last_scan["image"] if isinstance(last_scan["image"], (str, Path)) else last_scan["image"][0]
+        masks = write_forecast_masks(str(mask_file), str(first), target, v_pred, out, subject)
+    elif as_bool(save_masks):
+        masks_note = f"scan {last_scan.get('case_id', n_obs - 1)} has no segmentation and no last_mask_file was given"
+        logger.warning("no forecast masks: %s", masks_note)
+    if save_images:
+        anchored = write_anchored_images(
+            vae, mu_pred, mu_anchor, data[n_obs - 1]["image"], tf, last_scan["image"], target, out, subject, device
+        )
     row = {
         "subject_id": subject,
         "t_scans": times,
@@ -199,8 +224,98 @@ def forecast_subject(
         "measured_volume_ml": [None if not np.isfinite(v) else float(v) for v in measured_ml],
         "scan_times": times.tolist(),
         "images": written,
+        "forecast_masks": masks,
+        "masks_note": masks_note,
+        "forecast_images": anchored,
         "growth_plot": str(png),
     }
     (out / f"{subject}_forecast.json").write_text(json.dumps(result, indent=1))
     logger.info("forecast for %s (%s) written to %s", subject, mode, out)
     return result
+
+
+def _time_name(subject: str, t: float) -> str:
+    return f"{subject}_forecast_t{t:.2f}y".replace(".", "p")  # no dots: SaveImage treats them as suffixes
+
+
+def write_forecast_masks(
+    mask_file: str, reference_image: str, target: np.ndarray, volumes_ml: np.ndarray, out: Path, subject: str
+) -> list[str]:
+    """``<subject>_forecast_mask_t<t>y.nii.gz`` (uint8 0/1) at each target time: the level set of the tumour in
+    ``mask_file`` at the forecast volume, with the affine and shape of ``reference_image`` (the last observed scan,
+    which the mask must share)."""
+    import nibabel as nib
+
+    from custom.forecast_mask.level_set import forecast_mask, signed_distance, tumour_mask, voxel_sizes
+
+    seg, ref = nib.load(mask_file), nib.load(reference_image)
+    if seg.shape[:3] != ref.shape[:3] or not np.allclose(seg.affine, ref.affine, atol=1e-3):
+        raise ValueError(
+            f"the last mask {mask_file} (shape {seg.shape}) is not on the grid of the last observed scan "
+            f"{reference_image} (shape {ref.shape}): give a segmentation of that scan"
+        )
+    last = tumour_mask(np.asarray(seg.dataobj).reshape(seg.shape[:3]))
+    if not last.any():
+        raise ValueError(f"the last mask {mask_file} has no tumour voxel: nothing to grow a forecast mask from")
+    spacing = voxel_sizes(ref.affine)
+    dist = signed_distance(last, spacing)
+    written = []
+    for t, v in zip(target, volumes_ml):
+        m = forecast_mask(last, float(v), spacing, dist).astype(np.uint8)
+        header = ref.header.copy()
+        header.set_data_dtype(np.uint8)
+        path = out / f"{_time_name(subject, float(t)).replace('_forecast_', '_forecast_mask_')}.nii.gz"
+        nib.save(nib.Nifti1Image(m, ref.affine, header), str(path))
+        written.append(str(path))
+    return written
+
+
+def write_anchored_images(
+    vae: torch.nn.Module,
+    mu_pred: torch.Tensor,
+    mu_anchor: torch.Tensor,
+    reference: Any,
+    transform: Any,
+    image_files: Sequence[str],
+    target: np.ndarray,
+    out: Path,
+    subject: str,
+    device: str | torch.device,
+) -> list[str]:
+    """``<subject>_forecast_t<t>y_<modality>.nii.gz``: x_last + (D(z_t) - D(z_last)) on the last scan's grid
+    (:mod:`custom.forecast_mask.images`); ``reference`` is the preprocessed last scan, ``image_files`` its inputs
+    (four 3D files, or one 4-channel file, which gives one ``<subject>_forecast_t<t>y_anchored.nii.gz``)."""
+    import nibabel as nib
+
+    from custom.constants import MODALITIES
+    from custom.forecast_mask.images import anchored_image, brain_sd, change_to_input
+
+    if isinstance(image_files, (str, Path)):  # one 4-channel file (X, Y, Z, 4): one 4-channel forecast per time
+        src = nib.load(str(image_files))
+        x_last = np.moveaxis(np.asarray(src.dataobj, dtype=np.float32), -1, 0)
+    else:
+        imgs = [nib.load(str(f)) for f in image_files]
+        x_last = np.stack([np.asarray(i.dataobj, dtype=np.float32).reshape(i.shape[:3]) for i in imgs])
+    decoded = vae.decode(torch.cat([mu_anchor, mu_pred]).to(device)).float().cpu()
+    scale = brain_sd(x_last)
+    d_last = change_to_input(decoded[0], reference, transform, scale)
+    if tuple(d_last.shape) != x_last.shape:
+        raise ValueError(f"the inverted preprocessing gave {tuple(d_last.shape)}, not the input's {x_last.shape}")
+    written = []
+    for t, dec in zip(target, decoded[1:]):
+        x_t = anchored_image(torch.from_numpy(x_last), change_to_input(dec, reference, transform, scale), d_last)
+        x_t = x_t.numpy()
+        if isinstance(image_files, (str, Path)):
+            header = src.header.copy()
+            header.set_data_dtype(np.float32)
+            path = out / f"{_time_name(subject, float(t))}_anchored.nii.gz"
+            nib.save(nib.Nifti1Image(np.moveaxis(x_t, 0, -1).astype(np.float32), src.affine, header), str(path))
+            written.append(str(path))
+            continue
+        for c, (mod, src) in enumerate(zip(MODALITIES, imgs)):
+            header = src.header.copy()
+            header.set_data_dtype(np.float32)
+            path = out / f"{_time_name(subject, float(t))}_{mod}.nii.gz"
+            nib.save(nib.Nifti1Image(x_t[c].astype(np.float32), src.affine, header), str(path))
+            written.append(str(path))
+    return written

@@ -1,0 +1,131 @@
+"""Forecast masks and images (custom.forecast_mask): no change reproduces the last scan, a ball grows to the right
+radius, and the scores agree with MONAI's functions and with numbers computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from monai.metrics import compute_dice, compute_hausdorff_distance
+
+from custom.forecast_mask.images import anchored_image
+from custom.forecast_mask.level_set import forecast_mask, signed_distance, tumour_mask
+from custom.forecast_mask.metrics import (
+    centroid_error_mm,
+    dice,
+    hd95_mm,
+    image_scores,
+    mask_scores,
+    relative_volume_difference,
+    tumour_box,
+)
+
+
+def _ball(shape: tuple[int, int, int], centre_mm: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
+    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij"), -1)
+    return np.linalg.norm(grid - centre_mm, axis=-1) <= radius_mm
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.9, 1.1, 2.5)])
+def test_no_change_returns_the_last_mask_exactly(spacing: tuple[float, float, float]) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        m = np.zeros((20, 18, 12), bool)
+        for _ in range(3):  # a lobulated blob with holes and corners
+            c = rng.uniform(4, 10, 3)
+            m |= _ball(m.shape, c * np.asarray(spacing), rng.uniform(2, 5), spacing)
+        m[rng.integers(0, 20, 4), rng.integers(0, 18, 4), rng.integers(0, 12, 4)] ^= True
+        v_ml = m.sum() * np.prod(spacing) / 1000.0
+        out = forecast_mask(m, v_ml, spacing)
+        assert out.dtype == bool and np.array_equal(out, m)
+
+
+def test_no_change_returns_the_last_image_exactly() -> None:
+    x_last = torch.randn(4, 9, 8, 7) * 300 + 800
+    decoded = torch.randn(4, 9, 8, 7)
+    assert torch.equal(anchored_image(x_last, decoded.clone(), decoded), x_last)
+    change = torch.zeros_like(decoded)
+    change[0, 3, 3, 3] = 2.0
+    assert float((anchored_image(x_last, decoded + change, decoded) - x_last)[0, 3, 3, 3]) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (1.0, 1.0, 2.0)])
+@pytest.mark.parametrize("r0, r1", [(5.0, 9.0), (9.0, 5.0)])
+def test_a_ball_grows_or_shrinks_to_the_radius_of_its_volume(spacing, r0: float, r1: float) -> None:
+    shape = tuple(int(round(40 / s)) + 1 for s in spacing)
+    centre = np.array([20.0, 20.0, 20.0])
+    start = _ball(shape, centre, r0, spacing)
+    out = forecast_mask(start, 4.0 / 3.0 * math.pi * r1**3 / 1000.0, spacing)
+    voxel_mm3 = float(np.prod(spacing))
+    expected = _ball(shape, centre, r1, spacing)  # the voxelised ball of the target radius, built independently
+    # volume within one voxel layer of the sphere (4 pi r^2 x the largest voxel side) of the exact ball volume
+    layer = 4 * math.pi * r1**2 * max(spacing)
+    assert abs(out.sum() * voxel_mm3 - 4.0 / 3.0 * math.pi * r1**3) < layer
+    # radius within one voxel: every forecast voxel within r1 + one voxel side, every voxel of radius
+    # r1 - one side inside the forecast
+    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij"), -1)
+    r = np.linalg.norm(grid - centre, axis=-1)
+    assert r[out].max() <= r1 + max(spacing) + 1e-9
+    assert out[r <= r1 - max(spacing)].all()
+    assert np.count_nonzero(out ^ expected) < layer / voxel_mm3
+
+
+def test_signed_distance_is_negative_inside_positive_outside_in_mm() -> None:
+    m = np.zeros((7, 7, 7), bool)
+    m[2:5, 2:5, 2:5] = True
+    d = signed_distance(m, (2.0, 2.0, 2.0))
+    assert d[3, 3, 3] == pytest.approx(-4.0)  # two voxels of 2 mm to the nearest outside voxel
+    assert d[0, 3, 3] == pytest.approx(4.0) and d[5, 3, 3] == pytest.approx(2.0)
+    assert (d[m] < 0).all() and (d[~m] > 0).all()
+
+
+def test_empty_last_mask_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        forecast_mask(np.zeros((5, 5, 5), bool), 1.0, (1.0, 1.0, 1.0))
+
+
+def test_tumour_mask_keeps_the_tumour_labels_not_edema() -> None:
+    seg = np.array([0, 1, 2, 3])
+    assert tumour_mask(seg).tolist() == [False, True, False, True]
+
+
+def test_mask_scores_against_monai_and_hand_numbers() -> None:
+    a = np.zeros((10, 10, 10), bool)
+    a[2:5, 2:5, 2:5] = True  # 27 voxels
+    b = np.zeros_like(a)
+    b[3:6, 2:5, 2:4] = True  # 18 voxels; overlap x 3:5, y 2:5, z 2:4 = 2 x 3 x 2 = 12
+    assert dice(a, b) == pytest.approx(2 * 12 / (27 + 18))
+    ta, tb = (torch.as_tensor(v, dtype=torch.float32)[None, None] for v in (a, b))
+    assert dice(a, b) == pytest.approx(float(compute_dice(ta, tb, include_background=True)))
+    spacing = np.array([1.0, 1.5, 2.0])
+    monai_hd = compute_hausdorff_distance(ta, tb, include_background=True, percentile=95, spacing=spacing.tolist())
+    assert hd95_mm(a, b, spacing) == pytest.approx(float(monai_hd))
+    p, t = np.zeros_like(a), np.zeros_like(a)
+    p[2, 2, 2], t[2, 2, 5] = True, True
+    assert hd95_mm(p, t, spacing) == pytest.approx(6.0)  # 3 voxels along z at 2 mm
+    assert relative_volume_difference(a, b) == pytest.approx((27 - 18) / 18)
+    affine = np.array([[0, -1.5, 0, 10], [1.0, 0, 0, -4], [0, 0, 2.0, 7], [0, 0, 0, 1]])
+    # centroids (voxel index): a (3, 3, 3), b (4, 3, 2.5); world: x = -1.5 j + 10, y = i - 4, z = 2 k + 7
+    # a -> (5.5, -1, 13), b -> (5.5, 0, 12): distance sqrt(0 + 1 + 1)
+    assert centroid_error_mm(a, b, affine) == pytest.approx(math.sqrt(2.0))
+    s = mask_scores(a, b, np.diag([1.0, 1.5, 2.0, 1.0]))
+    assert s["abs_rvd"] == pytest.approx(0.5) and s["dice"] == pytest.approx(24 / 45)
+    assert math.isnan(hd95_mm(np.zeros_like(a), b, spacing))
+
+
+def test_image_scores_psnr_by_hand_and_ssim_of_identical_images() -> None:
+    g = torch.Generator().manual_seed(0)
+    y = torch.rand(2, 12, 12, 12, generator=g) * 4.0 - 1.0
+    region = np.zeros((12, 12, 12), bool)
+    region[5:7, 5:7, 5:7] = True
+    box = tumour_box(region, margin=3)
+    assert box == (slice(2, 10),) * 3
+    rng = float(y[(slice(None), *box)].max() - y[(slice(None), *box)].min())
+    s = image_scores(y + 0.1, y, box)
+    assert s["psnr"] == pytest.approx(20 * math.log10(rng / 0.1), rel=1e-5)
+    assert image_scores(y, y, box)["ssim"] == pytest.approx(1.0, abs=1e-6)
+    noise = torch.randn(y.shape, generator=g)
+    weak, strong = (image_scores(y + a * noise, y, box)["ssim"] for a in (0.2, 1.0))
+    assert strong < weak < 0.99
