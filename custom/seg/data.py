@@ -40,7 +40,7 @@ def inference_items(
 ) -> list[dict[str, Any]]:
     """The validated items of ``splits`` (absolute paths) in datalist order, each with the same keys so that they
     collate: ``image``, ``case_id``, ``subject_id``, ``timepoint``, ``time_years`` (nan when the datalist has none),
-    ``split`` and ``label_file`` (the reference segmentation's path, ``""`` without one); ``label`` too with
+    ``split`` and ``reference_seg`` (the reference segmentation's path, ``""`` without one); ``label`` too with
     ``with_label`` (evaluation: then every case must have one, see :func:`check_labels`). An empty result is a
     :class:`DataValidationError`."""
     from custom.data.dataset import load_split
@@ -57,7 +57,7 @@ def inference_items(
                 "timepoint": int(it.get("timepoint", 0)),
                 "time_years": float(it["time_years"]) if it.get("time_years") is not None else math.nan,
                 "split": split,
-                "label_file": str(it.get("label") or ""),
+                "reference_seg": str(it.get("label") or ""),
             }
             if with_label:
                 item["label"] = it["label"]

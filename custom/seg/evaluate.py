@@ -1,6 +1,6 @@
 """Held-out scores of a segmentation run: Dice, ln V RMSE and volume Pearson r against the reference masks.
 
-From ``seg_volumes.csv`` (:mod:`custom.seg.writer`) and each scan's reference segmentation (``label_file``),
+From ``seg_volumes.csv`` (:mod:`custom.seg.writer`) and each scan's reference segmentation (``reference_seg``),
 both measured in the input scan's geometry with :func:`custom.seg.measure.tumour_measurements` (tumour = labels
 1 + 3, volumes in mL):
 
@@ -29,10 +29,10 @@ from custom.seg.measure import tumour_measurements
 logger = logging.getLogger(__name__)
 
 
-def reference_volumes(label_files: list[str]) -> np.ndarray:
+def reference_volumes(reference_segs: list[str]) -> np.ndarray:
     """Tumour volume (mL) of each reference segmentation file, in its own geometry."""
     out = []
-    for f in label_files:
+    for f in reference_segs:
         img = nib.load(f)
         out.append(tumour_measurements(np.asanyarray(img.dataobj), img.affine)["volume_ml"])
     return np.asarray(out, dtype=float)
@@ -58,10 +58,10 @@ def volume_scores(pred_ml: np.ndarray, ref_ml: np.ndarray) -> dict[str, float]:
 def summarise(seg_volumes_csv: str, out_json: str, dice: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Scores of the scans in ``seg_volumes_csv`` that have a reference segmentation, written to ``out_json``."""
     table = pd.read_csv(seg_volumes_csv, keep_default_na=False)
-    table = table[table["label_file"].astype(str) != ""]
+    table = table[table["reference_seg"].astype(str) != ""]
     if table.empty:
         raise ValueError(f"{seg_volumes_csv} lists no scan with a reference segmentation: nothing to score")
-    ref = reference_volumes(table["label_file"].astype(str).tolist())
+    ref = reference_volumes(table["reference_seg"].astype(str).tolist())
     pred = pd.to_numeric(table["volume_ml"]).to_numpy(float)
     scores = volume_scores(pred, ref)
     scores["n_subjects"] = int(table["subject_id"].nunique())

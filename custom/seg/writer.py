@@ -6,7 +6,7 @@ scan's geometry (MONAI ``Invertd``) and saves it (``SaveImaged`` with ``savepath
     subject_id, case_id, timepoint, time_years, split, volume_mm3, volume_ml, log_volume (ln mL), centroid_x/y/z (mm)
 
 measured on the inverted mask with its own affine (:func:`custom.seg.measure.tumour_measurements`, tumour = labels
-1 + 3), plus ``mask_file`` and ``label_file`` (the reference segmentation, empty when the scan has none).
+1 + 3), plus ``mask_file`` and ``reference_seg`` (the reference segmentation, empty when the scan has none).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from custom.seg.measure import MEASURE_COLUMNS, tumour_measurements
 logger = logging.getLogger(__name__)
 
 ID_COLUMNS: tuple[str, ...] = ("subject_id", "case_id", "timepoint", "time_years", "split")
-COLUMNS: tuple[str, ...] = ID_COLUMNS + MEASURE_COLUMNS + ("mask_file", "label_file")
+COLUMNS: tuple[str, ...] = ID_COLUMNS + MEASURE_COLUMNS + ("mask_file", "reference_seg")
 
 
 def _scalar(value: Any) -> Any:
@@ -63,7 +63,7 @@ class SegVolumeWriter:
             row = {k: _scalar(item.get(k, "")) for k in ID_COLUMNS}
             row.update(tumour_measurements(pred, pred.affine))
             row["mask_file"] = str(pred.meta.get("saved_to", ""))
-            row["label_file"] = str(_scalar(item.get("label_file", "")) or "")
+            row["reference_seg"] = str(_scalar(item.get("reference_seg", "")) or "")
             self.rows.append(row)
 
     def _write(self, engine: Engine) -> None:
