@@ -25,14 +25,14 @@ python -m monai.bundle run \
   --amp "$AMP" >"$work/eval.log" 2>&1
 t3=$(date +%s)
 python - "$work/eval/metrics.json" "$((t1 - t0))" "$((t2 - t1))" "$((t3 - t2))" <<'PY'
-import json, sys
+import json, math, sys
 
 import torch
 
 m = json.load(open(sys.argv[1]))
 keys = ("dice_whole", "dice_tumour", "log_volume_rmse", "volume_pearson_r", "rel_volume_err_pct_mean", "n_scans",
         "n_subjects", "n_empty")
-out = {k: m.get(k) for k in keys}
+out = {k: None if isinstance(m.get(k), float) and not math.isfinite(m[k]) else m.get(k) for k in keys}
 out.update(synth_s=int(sys.argv[2]), train_s=int(sys.argv[3]), eval_s=int(sys.argv[4]),
            device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", torch=torch.__version__)
 print(json.dumps(out))

@@ -19,6 +19,7 @@ from custom.seg.measure import tumour_measurements
 from custom.seg.regions import TumourRegionsd
 
 BUNDLE = REPO / "bundles" / "tumour_seg" / "configs"
+SPLITS = ["validation", "test"]
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -79,8 +80,8 @@ def test_region_masks_give_monai_dice_of_the_hand_counted_overlap() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_cohort, tmp_path_factory) -> dict:
-    """2 epochs at 32^3 on 4 training scans of the tiny cohort, then inference on every scan and evaluation on the
-    test split (in-process ``monai.bundle.run``, as ``python -m monai.bundle run`` does)."""
+    """2 epochs at 32^3 on 4 training scans of the tiny cohort, then inference on every held-out scan and evaluation
+    on the test split (in-process ``monai.bundle.run``, as ``python -m monai.bundle run`` does)."""
     from monai.bundle import run
 
     out = tmp_path_factory.mktemp("seg")
@@ -89,7 +90,7 @@ def tiny_run(tiny_cohort, tmp_path_factory) -> dict:
         "training", config_file=str(BUNDLE / "train.json"), output_dir=str(out / "train"), epochs=2, val_interval=1,
         init_filters=8, spatial_size=[32, 32, 32], spacing=7.5, num_workers=1, amp=False, limit_cases=4, **common,
     )  # fmt: skip
-    run(config_file=str(BUNDLE / "inference.json"), output_dir=str(out / "infer"), **common)
+    run(config_file=str(BUNDLE / "inference.json"), output_dir=str(out / "infer"), infer_splits=SPLITS, **common)
     configs = [str(BUNDLE / "inference.json"), str(BUNDLE / "evaluate.json")]
     run(config_file=configs, output_dir=str(out / "eval"), **common)
     return {"out": out, "cohort": tiny_cohort}
@@ -106,7 +107,7 @@ def test_masks_are_in_the_input_geometry_and_the_table_measures_them(tiny_run) -
     out, cohort = tiny_run["out"], tiny_run["cohort"]
     table = pd.read_csv(out / "infer" / "seg_volumes.csv", dtype={"case_id": str})
     listed = json.loads((cohort / "datalist.json").read_text())
-    cases = [it["case_id"] for s in ("training", "validation", "test") for it in listed[s]]
+    cases = [it["case_id"] for s in SPLITS for it in listed[s]]
     assert sorted(table["case_id"]) == sorted(cases)
     for _, row in table.iterrows():
         mask = nib.load(row["mask_file"])
