@@ -10,7 +10,7 @@ from conftest import REPO
 
 #: MONAI's bundle metadata schema (Project-MONAI, Apache-2.0), vendored so that CI validates without network access
 SCHEMA = REPO / "tests" / "data" / "meta_schema_20240725.json"
-BUNDLES = ["vae_baseline", "dipvae", "latent_ode"]
+BUNDLES = ["vae_baseline", "dipvae", "latent_ode", "tumour_seg"]
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)

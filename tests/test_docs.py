@@ -22,6 +22,7 @@ MAX_WORDS: dict[str, int] = {
     "bundles/vae_baseline/docs/README.md": 1500,
     "bundles/dipvae/docs/README.md": 1500,
     "bundles/latent_ode/docs/README.md": 1500,
+    "bundles/tumour_seg/docs/README.md": 1500,
 }
 
 #: the model zoo's sections, in this order, in every bundle's docs/README.md
@@ -169,7 +170,7 @@ def test_word_count(name: str) -> None:
     assert _words(name) <= MAX_WORDS[name], f"{name} has {_words(name)} words, at most {MAX_WORDS[name]}"
 
 
-@pytest.mark.parametrize("bundle", ["vae_baseline", "dipvae", "latent_ode"])
+@pytest.mark.parametrize("bundle", ["vae_baseline", "dipvae", "latent_ode", "tumour_seg"])
 def test_bundle_docs_have_the_zoo_sections_in_order(bundle: str, request: pytest.FixtureRequest) -> None:
     name = f"bundles/{bundle}/docs/README.md"
     for mark in _pending(name):

@@ -25,7 +25,7 @@ from torch import nn
 
 from custom.engines.train_step import _record_finite, _record_nonfinite
 
-_TENSOR_KEYS = ("z", "t", "logv_measured", "mask")
+_TENSOR_KEYS = ("z", "t", "logv_measured", "logv_segmented", "mask")
 
 
 def to_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
@@ -47,13 +47,25 @@ def run_forecast(
     use_segmentations: torch.Tensor | bool,
     with_latents: bool,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Forecast every later scan of each subject from its first k scans; returns (prediction, obs_mask, tgt_mask)."""
+    """Forecast every later scan of each subject from its first k scans; returns (prediction, obs_mask, tgt_mask).
+
+    Scans observed without their segmentation use the batch's ``logv_segmented`` (segmentation network) where it is
+    finite, else the latent read-out (:meth:`~custom.ode.hybrid.HybridGompertzForecaster.predict`)."""
     obs, tgt = observe_first(batch["mask"], k)
     seg = torch.as_tensor(use_segmentations, device=obs.device)
     seg = seg.unsqueeze(1) if seg.dim() == 1 else seg
     measured = obs & torch.isfinite(batch["logv_measured"]) & seg
+    extra = {"y_images": batch["logv_segmented"]} if "logv_segmented" in batch else {}
     pred = network.predict(
-        batch["z"], batch["logv_measured"], measured, batch["t"], batch["t"], obs, tgt, with_latents=with_latents
+        batch["z"],
+        batch["logv_measured"],
+        measured,
+        batch["t"],
+        batch["t"],
+        obs,
+        tgt,
+        with_latents=with_latents,
+        **extra,
     )
     return pred, obs, tgt
 

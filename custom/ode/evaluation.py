@@ -217,6 +217,11 @@ def forecast_report(
         }
         for m in (HYBRID, IMAGES_ONLY)
     }
+    if subject_data.seg_log_volume is not None:  # seg_volumes_file: baselines on the segmented volumes too
+        from custom.ode.seg_volumes import segmented_baseline_frames
+
+        train = table[table["subject_id"].isin(set(splits["training"]))]
+        extra |= segmented_baseline_frames(subject_data, train, splits, ks)
     result = evaluate_forecasts(
         table,
         splits,

@@ -7,7 +7,8 @@ calibration, Gaussian growth probabilities from that predictive distribution:
 
     p_growth15 = P(V(t) > 1.15 V_last) = 1 - Phi((ln(1.15 V_last) - mu) / sd),   p_prog40 likewise with 1.40,
 
-where V_last is the last observed scan's measured volume (its read-out volume in images-only mode). Times are years
+where V_last is the last observed scan's measured volume (in images-only mode its read-out volume, or its segmented
+volume when the forecaster was trained with a ``seg_volumes_file``). Times are years
 since the subject's first scan. Truth columns for scoring are in :func:`truth_frame`.
 """
 
@@ -46,6 +47,9 @@ def forecast_frame(
     t = batch["t"].double().cpu().numpy()
     y_meas = batch["logv_measured"].double().cpu().numpy()
     y_read = network.log_volume_readout(batch["z"]).double().cpu().numpy()
+    if getattr(network, "seg_volume_sd", None) is not None:  # images-only scans observed through seg_volumes_file
+        y_seg = batch["logv_segmented"].double().cpu().numpy()
+        y_read = np.where(np.isfinite(y_seg), y_seg, y_read)
     a_mean = pred["a_mean"].double().cpu().numpy()
     rows: list[dict[str, Any]] = []
     name = method or (HYBRID if use_segmentations else IMAGES_ONLY)

@@ -5,7 +5,9 @@ Per subject b with observed scans i (times t_i in years since its first scan):
 
 * observed log-volume y_i: the segmentation-measured ln V when the scan has a segmentation (``measured``), with
   noise sd sigma_meas (learned); otherwise the encoder's read-out ln V = w . z_i + c, with the read-out sd
-  sigma_read estimated on the training scans (RMSE of read-out against measured ln V, a fixed buffer).
+  sigma_read estimated on the training scans (RMSE of read-out against measured ln V, a fixed buffer); or, given a
+  segmentation network's ln V for the scan (``y_images``, the tumour_seg bundle's volumes), that value with its noise
+  sd sigma_seg (``seg_volume_sd``).
 * image-informed prior on theta = (ln a, gap = ln K - ln V0, ln V0) (empirical Bayes, Benzekry et al. 2014):
 
       mean_b  = mu_pop + W_mu f_b,           ln sd_b = ln s_pop + W_s f_b,
@@ -82,6 +84,8 @@ class HybridGompertzForecaster(nn.Module):
         method, step_size, rtol, atol: torchdiffeq solver of the latent ODE.
         a_init, gap_init, log_v0_init, sd_init: initial population prior (1/yr, ln units).
         sigma_meas_init: initial segmentation noise sd of ln V.
+        seg_volume_sd: noise sd sigma_seg of a segmentation network's ln V (``y_images`` of :meth:`predict`); None
+            when the forecaster is used without one.
 
     Buffers saved with the weights: ``latent_mean``, ``latent_std`` (training standardisation of the encoder means),
     ``readout_weight``, ``readout_bias`` (ln V = w . z_std + c) and ``readout_sd`` (sigma_read).
@@ -113,10 +117,12 @@ class HybridGompertzForecaster(nn.Module):
         log_v0_init: float = 2.0,
         sd_init: float = 1.0,
         sigma_meas_init: float = 0.05,
+        seg_volume_sd: float | None = None,
     ) -> None:
         super().__init__()
         self.z_dim, self.vol_index, self.use_covariates = int(z_dim), vol_index, bool(use_covariates)
         self.covariate_sd = bool(covariate_sd)
+        self.seg_volume_sd = None if seg_volume_sd is None else float(seg_volume_sd)
         self.hidden, self.grid_size, self.a_min, self.a_max = int(hidden), int(grid_size), float(a_min), float(a_max)
         self.method, self.step_size, self.rtol, self.atol = method, step_size, float(rtol), float(atol)
         self.prior_mean = nn.Parameter(torch.tensor([math.log(a_init), gap_init, log_v0_init]))
@@ -156,6 +162,7 @@ class HybridGompertzForecaster(nn.Module):
             "step_size": self.step_size,
             "rtol": self.rtol,
             "atol": self.atol,
+            "seg_volume_sd": self.seg_volume_sd,
         }
 
     def set_latent_space(
@@ -199,12 +206,15 @@ class HybridGompertzForecaster(nn.Module):
         obs_mask: torch.Tensor | None = None,
         target_mask: torch.Tensor | None = None,
         with_latents: bool = True,
+        y_images: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Forecast of every subject; inputs padded and left-aligned (see the module docstring).
 
         z_obs [B, k, Z] standardised encoder means; y_obs [B, k] measured ln V where ``measured`` [B, k] is True
         (entries elsewhere are replaced by the read-out of z_obs); t_obs [B, k], t_target [B, m] in years (any
-        origin; the first observed scan becomes t = 0). Returns ``mean_log_v``, ``sd_log_v`` (with the target
+        origin; the first observed scan becomes t = 0). ``y_images`` [B, k] (optional): a segmentation network's ln V,
+        used with noise sd ``seg_volume_sd`` instead of the read-out where a scan is not ``measured`` and it is
+        finite. Returns ``mean_log_v``, ``sd_log_v`` (with the target
         measurement noise), ``sd_curve`` (without), ``map`` (ln a, gap, ln V0) [B, 3], ``a_mean`` (exp of the
         posterior mean of ln a), ``images_only`` [B] (no segmentation observed) and, with ``with_latents``,
         ``z_pred`` [B, m, Z] (standardised forecast latents).
@@ -218,6 +228,10 @@ class HybridGompertzForecaster(nn.Module):
         y = torch.where(measured, torch.nan_to_num(y_obs.double()), readout)
         sigma_meas = torch.exp(self.log_sigma_meas).double()
         r = torch.where(measured, sigma_meas**2, self.readout_sd.double() ** 2).expand_as(y)
+        if y_images is not None and self.seg_volume_sd is not None:
+            use_seg = ~measured & obs_mask & torch.isfinite(y_images)
+            y = torch.where(use_seg, torch.nan_to_num(y_images.double()), y)
+            r = torch.where(use_seg, torch.full_like(r, self.seg_volume_sd**2), r)
         prior = self.subject_prior(z_obs, obs_mask)
         post = GompertzPosterior(self.log_a_grid.double()).fit(s_obs, y, r, obs_mask.double(), prior)
         mean, var = GompertzPosterior.predict(post, s_tgt)

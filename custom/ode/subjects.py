@@ -8,7 +8,8 @@ from the trajectories' ``log_volume`` factor, and estimates the read-out noise s
     sigma_read = sqrt( mean_{training scans} (w . z + c - ln V_measured)^2 ).
 
 Items of :class:`SubjectTrajectories` are one subject each (time-sorted): ``z [T, Z]`` standardised encoder means,
-``t [T]`` years since the subject's first scan, ``logv_measured [T]`` (nan without a segmentation), ``subject_id``
+``t [T]`` years since the subject's first scan, ``logv_measured [T]`` (nan without a segmentation),
+``logv_segmented [T]`` (the segmentation network's ln V from ``seg_volumes_file``; nan without one), ``subject_id``
 and the true Gompertz parameters when the cohort is synthetic (nan otherwise). :func:`pad_collate` pads a list of
 them to the longest with ``mask`` (True = real scan).
 """
@@ -16,6 +17,7 @@ them to the longest with ``mask`` (True = real scan).
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,8 @@ import torch
 from torch.utils.data import Dataset
 
 from custom.ode.data import LatentSpace, fit_latent_space, load_trajectories, measured_log_volume, scan_times
+
+logger = logging.getLogger(__name__)
 
 _SPLIT_NAMES = {"training": "train", "train": "train", "validation": "validation", "test": "test"}
 
@@ -56,6 +60,8 @@ class SubjectData:
     log_v0_mean: float
     source: str = ""
     subjects_by_split: dict[str, list[str]] = field(default_factory=dict)
+    seg_log_volume: np.ndarray | None = None  # [N scans] ln V of the segmentation network (seg_volumes_file)
+    seg_sd: float | None = None  # its noise sd sigma_seg in ln V
 
     def dataset(self, split: str) -> "SubjectTrajectories":
         return SubjectTrajectories(self, split)
@@ -72,8 +78,17 @@ class SubjectData:
         }
 
 
-def load_subject_data(trajectories: str | Path | dict, cohort_csv: str | Path | None = None) -> SubjectData:
-    """Read the trajectories (a path or an already loaded dict) and the measured volumes; see the module docstring."""
+def load_subject_data(
+    trajectories: str | Path | dict,
+    cohort_csv: str | Path | None = None,
+    seg_volumes_file: str | Path | None = None,
+    seg_volumes_sd: float | None = None,
+) -> SubjectData:
+    """Read the trajectories (a path or an already loaded dict) and the measured volumes; see the module docstring.
+
+    ``seg_volumes_file`` (the tumour_seg bundle's ``seg_volumes.csv``): every scan's segmented ln V, used where a scan
+    is treated as images-only (:mod:`custom.ode.seg_volumes`), with noise sd ``seg_volumes_sd`` (None: estimated on
+    the validation scans). None keeps the latent read-out for those scans."""
     source = str(trajectories) if not isinstance(trajectories, dict) else "<trajectories dict>"
     traj = load_trajectories(trajectories) if not isinstance(trajectories, dict) else trajectories
     split = np.asarray(traj["split"])
@@ -105,6 +120,22 @@ def load_subject_data(trajectories: str | Path | dict, cohort_csv: str | Path | 
     by_split = {name: sorted(set(sid[split == name].tolist())) for name in ("train", "validation", "test")}
     from custom.ode.data import volume_index
 
+    seg_logv, seg_sd = None, None
+    if seg_volumes_file:
+        from custom.ode.seg_volumes import read_seg_log_volumes, seg_noise_sd
+
+        if "case_id" not in traj:
+            raise ValueError(f"{source} has no case_id per scan, so {seg_volumes_file} cannot be matched to its scans")
+        seg_logv = read_seg_log_volumes(seg_volumes_file, [str(c) for c in traj["case_id"]], [str(s) for s in sid])
+        empty = int((~np.isfinite(seg_logv)).sum())
+        if empty:
+            logger.warning(
+                "%d scan(s) have an empty predicted tumour in %s: those keep the latent read-out",
+                empty,
+                seg_volumes_file,
+            )
+        seg_sd = float(seg_volumes_sd) if seg_volumes_sd is not None else seg_noise_sd(seg_logv, logv, split, source)
+        logger.info("segmented volumes from %s, noise sd %.3f in ln V", seg_volumes_file, seg_sd)
     return SubjectData(
         traj=traj,
         space=space,
@@ -115,6 +146,8 @@ def load_subject_data(trajectories: str | Path | dict, cohort_csv: str | Path | 
         log_v0_mean=float(np.mean(firsts)),
         source=source,
         subjects_by_split=by_split,
+        seg_log_volume=seg_logv,
+        seg_sd=seg_sd,
     )
 
 
@@ -144,6 +177,10 @@ class SubjectTrajectories(Dataset):
                     "t": torch.as_tensor(times[rows] - times[rows[0]], dtype=torch.float32),
                     "t_first": float(times[rows[0]]),
                     "logv_measured": torch.as_tensor(data.log_volume[rows], dtype=torch.float32),
+                    "logv_segmented": torch.as_tensor(
+                        data.seg_log_volume[rows] if data.seg_log_volume is not None else np.full(len(rows), np.nan),
+                        dtype=torch.float32,
+                    ),
                     "case_id": [str(traj["case_id"][i]) for i in rows] if "case_id" in traj else [],
                     "truth": {
                         k: float(tr.get(k, math.nan)) for k in ("V0_ml", "a_per_year", "K_ml")
@@ -169,15 +206,19 @@ def pad_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     z = torch.zeros(b, n, zd)
     t = torch.zeros(b, n)
     lv = torch.full((b, n), float("nan"))
+    lv_seg = torch.full((b, n), float("nan"))
     mask = torch.zeros(b, n, dtype=torch.bool)
     for i, it in enumerate(items):
         k = len(it["t"])
         z[i, :k], t[i, :k], lv[i, :k], mask[i, :k] = it["z"], it["t"], it["logv_measured"], True
         t[i, k:] = it["t"][-1]
+        if "logv_segmented" in it:
+            lv_seg[i, :k] = it["logv_segmented"]
     return {
         "z": z,
         "t": t,
         "logv_measured": lv,
+        "logv_segmented": lv_seg,
         "mask": mask,
         "subject_id": [it["subject_id"] for it in items],
         "case_id": [c for it in items for c in it["case_id"]],
