@@ -5,6 +5,7 @@ radius, the ranked mask has the forecast voxel count, and the scores agree with 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +191,33 @@ def test_image_scores_psnr_by_hand_and_ssim_of_identical_images() -> None:
     noise = torch.randn(y.shape, generator=g)
     weak, strong = (image_scores(y + a * noise, y, box)["ssim"] for a in (0.2, 1.0))
     assert strong < weak < 0.99
+
+
+def test_mask_report_states_growers_rvd_interval_and_mean_volume_gap(tmp_path) -> None:
+    import pandas as pd
+
+    from custom.forecast_mask.score import summarise, write_mask_report
+
+    # four subjects, one target scan each: two growers (RVD forecast -0.1 / 0.0, copy-last -0.4 / -0.3) and two
+    # stable; by hand the growers' mean RVD difference is (0.3 + 0.3) / 2 = 0.300, |RVD| (-0.3 - 0.3) / 2 = -0.300,
+    # Dice (0.1 + 0.2) / 2 = 0.150; mean volume gaps 0.010 (growers) and (0.01 + 0.01 + 0.03 + 0.05) / 4 = 0.025
+    rows = []
+    for sid, cls, rf, rc, df, dc, gap in [
+        ("a", "grower", -0.1, -0.4, 0.8, 0.7, 0.01),
+        ("b", "grower", 0.0, -0.3, 0.9, 0.7, 0.01),
+        ("c", "plateau", 0.05, 0.0, 0.95, 1.0, 0.03),
+        ("d", "plateau", -0.05, 0.0, 0.9, 1.0, 0.05),
+    ]:
+        row = {"method": "latent_ode_hybrid", "mask_method": "ranked", "k_obs": 2, "subject_id": sid}
+        row |= {"growth_class": cls, "t_last_obs": 1.0, "time_years": 2.0, "volume_ml": 2.0 if cls == "grower" else 1.0}
+        row |= {"last_obs_volume_ml": 1.0, "mask_volume_fidelity": gap}
+        for name, r, d in (("forecast", rf, df), ("copy_last", rc, dc), ("oracle_volume", 0.0, 0.95)):
+            row |= {f"{name}_rvd": r, f"{name}_abs_rvd": abs(r), f"{name}_dice": d}
+            row |= {f"{name}_hd95_mm": 1.0, f"{name}_centroid_err_mm": 1.0}
+        rows.append(row)
+    scores = pd.DataFrame(rows)
+    text = Path(write_mask_report(scores, summarise(scores, n_boot=200), tmp_path)["report"]).read_text()
+    line = next(s for s in text.splitlines() if s.startswith("- latent_ode_hybrid, k = 2: growers"))
+    assert "dice 0.150 [" in line and "abs_rvd -0.300 [-0.300, -0.300]" in line and "rvd 0.300 [0.300, 0.300]" in line
+    assert "mean volume gap all 0.025, growers 0.010" in line
+    assert "exact volume" in text
