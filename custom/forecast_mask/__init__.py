@@ -1,7 +1,8 @@
 """Forecast tumour masks and images from a volume forecast, and their scores against the true future scans.
 
 * :mod:`custom.forecast_mask.level_set`: the last observed mask grown or shrunk along its signed distance to the
-  forecast volume (``forecast_mask``).
+  forecast volume (``forecast_mask``): whole distance shells (``method="level_set"``) or, by default, the exact
+  voxel count ranked by distance and a tie-break (``method="ranked"``, :mod:`custom.forecast_mask.ranked`).
 * :mod:`custom.forecast_mask.images`: the last observed scan plus the decoded latent change (``anchored_image``).
 * :mod:`custom.forecast_mask.metrics`: Dice, HD95, relative volume difference, centroid error, SSIM and PSNR in the
   tumour's box (``mask_scores``, ``image_scores``).

@@ -17,6 +17,10 @@ growth of the observed shape (Osher and Sethian 1988; the same isotropic expansi
 al. 2003 for a homogeneous medium). Every level in (max_{x in M} d, min_{x notin M} d) gives M itself, so a forecast
 volume equal to the observed one returns M exactly.
 
+The level set misses V(t) by up to one shell (a change smaller than one shell keeps M); ``method="ranked"`` (the
+default of :func:`forecast_mask`) fills the last shell voxel by voxel to the exact count instead
+(:mod:`custom.forecast_mask.ranked`), ``method="level_set"`` keeps whole shells.
+
 The whole tumour is forecast (the labels in ``custom.constants.TUMOUR_LABELS``, whose volume the forecaster
 predicts); edema is not.
 """
@@ -67,16 +71,27 @@ def level_for_count(distance: np.ndarray, n_target: float, n_observed: int) -> f
     return float(cuts[best])
 
 
+MASK_METHODS: tuple[str, ...] = ("ranked", "level_set")
+
+
 def forecast_mask(
-    last_mask: np.ndarray, target_volume_ml: float, spacing: Sequence[float], distance: np.ndarray | None = None
+    last_mask: np.ndarray,
+    target_volume_ml: float,
+    spacing: Sequence[float],
+    distance: np.ndarray | None = None,
+    method: str = "ranked",
+    tie_break: str = "smooth",
 ) -> np.ndarray:
-    """The level-set forecast of ``last_mask`` (binary, voxel sizes ``spacing`` in mm) at ``target_volume_ml``.
+    """The forecast of ``last_mask`` (binary, voxel sizes ``spacing`` in mm) at ``target_volume_ml``: the ranked
+    exact-volume mask (``method="ranked"``, with ``tie_break`` of :mod:`custom.forecast_mask.ranked`) or the
+    whole-shell level set (``method="level_set"``).
 
     Args:
         last_mask: binary tumour mask of the last observed scan (any source: its segmentation, or a mask file).
         target_volume_ml: forecast tumour volume V(t) in mL.
         spacing: voxel sizes in mm (:func:`voxel_sizes` of the mask's affine).
         distance: the mask's :func:`signed_distance`, when several volumes are forecast from the same mask.
+        method: ``"ranked"`` (volume within half a voxel of the target) or ``"level_set"`` (whole shells).
 
     Returns:
         Boolean mask of the same shape; equal to ``last_mask`` when ``target_volume_ml`` is its volume.
@@ -87,9 +102,15 @@ def forecast_mask(
         7
     """
     m = np.asarray(last_mask, dtype=bool)
+    if method not in MASK_METHODS:
+        raise ValueError(f"unknown forecast-mask method {method!r}: choose one of {', '.join(MASK_METHODS)}")
     if not np.isfinite(target_volume_ml) or target_volume_ml < 0:
         raise ValueError(f"the forecast volume must be a finite number >= 0 mL, got {target_volume_ml}")
     d = signed_distance(m, spacing) if distance is None else distance
+    if method == "ranked":
+        from custom.forecast_mask.ranked import ranked_mask
+
+        return ranked_mask(m, target_volume_ml, spacing, d, tie_break)
     v_ml = float(np.prod(np.asarray(spacing, dtype=np.float64))) / 1000.0
     c = level_for_count(d, target_volume_ml / v_ml, int(m.sum()))
     return d < c

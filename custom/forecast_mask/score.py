@@ -3,10 +3,11 @@
 For each subject of the evaluation split with more than k scans, each later (target) scan and each volume mode of
 the forecaster (segmentations at the observed scans, images only):
 
-* masks, on the grid of the last observed segmentation (its own geometry): ``forecast`` (the level set of the last
-  mask at the forecast volume, :mod:`custom.forecast_mask.level_set`), ``copy_last`` (the last mask), and
-  ``oracle_volume`` (the same level set at the target scan's true measured volume: the best an isotropic growth of
-  the last shape can do; the isotropic growth to the *forecast* volume is the forecast itself);
+* masks, on the grid of the last observed segmentation (its own geometry): ``forecast`` (the last mask grown or
+  shrunk along its signed distance to the forecast volume, :func:`custom.forecast_mask.level_set.forecast_mask`:
+  ``mask_method="ranked"``, the exact voxel count, or ``"level_set"``, whole distance shells), ``copy_last`` (the
+  last mask), and ``oracle_volume`` (the same construction at the target scan's true measured volume: the best an
+  isotropic growth of the last shape can do);
   Dice, HD95, RVD, |RVD| and centroid error (:mod:`custom.forecast_mask.metrics`); ``mask_volume_fidelity`` =
   |V(forecast mask) - V_forecast| / V_forecast, the volume the grid could not match;
 * images, in the model's grid (z-scored channels): ``forecast`` = x_last + D(z_t) - D(z_last)
@@ -83,6 +84,8 @@ def score_forecast_masks(
     k_values: Sequence[int] = (1, 2),
     margin: int = 3,
     device: str | torch.device = "cpu",
+    mask_method: str = "ranked",
+    tie_break: str = "smooth",
 ) -> pd.DataFrame:
     """One row per (mode, k, subject, target scan) with every mask and image score (module docstring).
 
@@ -151,13 +154,15 @@ def score_forecast_masks(
                         continue
                     m_true = tumour_mask(seg_t)
                     v_pred = float(f.loc[np.isclose(f["time_years"], t_j), "pred_volume_ml"].iloc[0])
+                    grow = lambda v: forecast_mask(m_last, v, spacing, dist, mask_method, tie_break)  # noqa: E731
                     masks = {
-                        "forecast": forecast_mask(m_last, v_pred, spacing, dist),
+                        "forecast": grow(v_pred),
                         "copy_last": m_last,
-                        "oracle_volume": forecast_mask(m_last, m_true.sum() * vox_ml, spacing, dist),
+                        "oracle_volume": grow(m_true.sum() * vox_ml),
                     }
                     row: dict[str, Any] = {
                         "method": method,
+                        "mask_method": mask_method,
                         "k_obs": k,
                         "subject_id": it["subject_id"],
                         "growth_class": it["growth_class"],
@@ -233,6 +238,28 @@ def _fmt(v: float, digits: int = 3) -> str:
     return "" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
 
 
+def headline(summary: pd.DataFrame, stratum: str = "growers") -> list[str]:
+    """One line per (mode, k): ``stratum``'s Dice, |RVD| and signed RVD differences with their intervals and the
+    mean volume gap (all target scans and ``stratum``)."""
+    lines = []
+    for (method, k), g in summary.groupby(["method", "k_obs"], sort=False):
+        pick = lambda st, m: g[(g["stratum"] == st) & (g["metric"] == m)]  # noqa: E731
+        parts = []
+        for metric in ("dice", "abs_rvd", "rvd"):
+            r = pick(stratum, metric)
+            if len(r):
+                r = r.iloc[0]
+                parts.append(f"{metric} {_fmt(r['diff'])} [{_fmt(r['lo'])}, {_fmt(r['hi'])}]")
+        gaps = [f"{st} {_fmt(pick(st, 'mask_volume_fidelity')['forecast'].iloc[0])}" for st in ("all", stratum)
+                if len(pick(st, "mask_volume_fidelity"))]  # fmt: skip
+        if parts or gaps:
+            lines.append(
+                f"- {method}, k = {k}: {stratum} forecast - copy_last {'; '.join(parts)}; "
+                f"mean volume gap {', '.join(gaps)}"
+            )
+    return lines
+
+
 def write_mask_report(scores: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path) -> dict[str, str]:
     """``mask_scores.csv`` (per target scan), ``mask_metrics.json`` and ``mask_report.md`` in ``out_dir``."""
     out = Path(out_dir)
@@ -246,15 +273,23 @@ def write_mask_report(scores: pd.DataFrame, summary: pd.DataFrame, out_dir: str 
         "summary": summary.to_dict(orient="records"),
     }
     (out / "mask_metrics.json").write_text(json.dumps(meta, indent=1, default=float))
+    how = {
+        "ranked": "the forecast-volume voxel count ranked along the last mask's signed distance (exact volume)",
+        "level_set": "the last mask's signed-distance level set nearest the forecast volume (whole shells)",
+    }
+    methods = sorted(set(scores["mask_method"])) if "mask_method" in scores else []
     lines = [
         "# Forecast masks and images against copy-the-last-scan",
         "",
         f"{meta['n_target_scans']} held-out target scans of {meta['n_subjects']} subjects "
         f"({meta['n_skipped_geometry']} not on the last scan's grid, not scored). Masks: the tumour (labels "
-        f"{', '.join(map(str, TUMOUR_LABELS))}); forecast = the last mask's level set at the forecast volume; "
+        f"{', '.join(map(str, TUMOUR_LABELS))}); forecast = "
+        f"{'; '.join(how.get(m, m) for m in methods)}; "
         "oracle_volume = the same at the true target volume. Images: SSIM / PSNR in the tumours' box (model grid). "
         "diff = forecast - copy_last, [95 % CI] from a subject bootstrap. mask_volume_fidelity = "
-        "|V(forecast mask) - V_forecast| / V_forecast.",
+        "|V(forecast mask) - V_forecast| / V_forecast (the mean volume gap).",
+        "",
+        *headline(summary),
         "",
         "| mode | k | stratum | n subj | metric | forecast | copy_last | oracle_volume | diff [95 % CI] |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -282,6 +317,8 @@ def write_subject_figures(
     k_obs: int,
     method: str = "latent_ode_hybrid",
     n_subjects: int = 3,
+    mask_method: str = "ranked",
+    tie_break: str = "smooth",
 ) -> list[str]:
     """``masks_<subject>.png`` (:func:`custom.forecast_mask.figure.plot_mask_forecast`) for ``n_subjects`` subjects
     spread over the change from the last observed to the last target scan (shrinking to fastest growing)."""
@@ -309,7 +346,7 @@ def write_subject_figures(
         for j in range(k_obs, len(masks)):
             v = f.loc[np.isclose(f["time_years"], float(it["t"][j])), "pred_volume_ml"]
             if len(v):
-                forecasts[j] = forecast_mask(masks[k_obs - 1], float(v.iloc[0]), spacing)
+                forecasts[j] = forecast_mask(masks[k_obs - 1], float(v.iloc[0]), spacing, None, mask_method, tie_break)
         row = s[s["subject_id"] == sid].iloc[0]
         title = (
             f"{sid} ({it['growth_class']}): forecast from {k_obs} scans; last target Dice "

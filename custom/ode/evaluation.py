@@ -79,11 +79,14 @@ def evaluate_forecaster(
     datalist: str | None = None,
     encoder_bundle: str | None = None,
     forecast_masks: bool = True,
+    mask_method: str = "ranked",
+    mask_tie_break: str = "smooth",
 ) -> dict[str, Any]:
     """See the module docstring; returns the contents of ``metrics.json``.
 
     ``datalist`` (the encoded scans' datalist) and ``forecast_masks`` turn on the mask and image scores;
-    ``encoder_bundle`` (its trained decoder) adds the image forecasts to them."""
+    ``encoder_bundle`` (its trained decoder) adds the image forecasts to them; ``mask_method`` / ``mask_tie_break``
+    pick the forecast mask (:func:`custom.forecast_mask.level_set.forecast_mask`)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     net = load_forecaster(model_dir, device)
@@ -118,7 +121,16 @@ def evaluate_forecaster(
         "forecast_report": None if report is None else str(report),
         "example_subject": example,
         "forecast_masks": mask_report(
-            net, ev, frames[eval_split], datalist, encoder_bundle, forecast_masks, k_values, out
+            net,
+            ev,
+            frames[eval_split],
+            datalist,
+            encoder_bundle,
+            forecast_masks,
+            k_values,
+            out,
+            mask_method,
+            mask_tie_break,
         ),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
@@ -138,6 +150,8 @@ def mask_report(
     enabled: bool,
     k_values: Sequence[int],
     out: Path,
+    mask_method: str = "ranked",
+    tie_break: str = "smooth",
 ) -> dict[str, Any] | None:
     """Forecast masks and images scored against copy-the-last-scan (``out/mask_report``); None, with the reason
     logged, when turned off or when the scans' datalist is not available (e.g. a trajectories file made elsewhere)."""
@@ -152,9 +166,10 @@ def mask_report(
     decoder = encoder_bundle if encoder_bundle and (Path(encoder_bundle) / "models" / "model.pt").exists() else None
     if decoder is None:
         logger.info("forecast images not scored: encoder bundle %s has no trained weights", encoder_bundle)
-    scores = score_forecast_masks(net, dataset, frame, datalist, decoder, k_values)
+    kw = {"mask_method": mask_method, "tie_break": tie_break}
+    scores = score_forecast_masks(net, dataset, frame, datalist, decoder, k_values, **kw)
     written = write_mask_report(scores, summarise(scores), out / "mask_report")
-    figures = write_subject_figures(scores, dataset, frame, datalist, out / "mask_report", max(k_values))
+    figures = write_subject_figures(scores, dataset, frame, datalist, out / "mask_report", max(k_values), **kw)
     return written | {"figures": figures}
 
 

@@ -5,9 +5,9 @@ from a datalist + subject id, or given directly) and the target times. Output in
 ``<subject>_forecast.json`` (times, forecast latents, forecast volumes in mL), one NIfTI per target time
 (the encoder bundle's decoder applied to the forecast latent, mapped back to the input scan's geometry
 by inverting the preprocessing), and ``<subject>_growth.png``; with the last observed scan's tumour mask (its
-segmentation, or ``last_mask_file``) also ``<subject>_forecast_mask_t<t>y.nii.gz`` per target time (the level-set
-forecast of :mod:`custom.forecast_mask.level_set`) and ``<subject>_forecast_t<t>y_<modality>.nii.gz``, the last scan
-plus the decoded change (:mod:`custom.forecast_mask.images`), both on the last observed scan's grid (its affine and
+segmentation, or ``last_mask_file``) also ``<subject>_forecast_mask_t<t>y.nii.gz`` per target time (the last
+mask grown or shrunk along its signed distance to the forecast volume, :mod:`custom.forecast_mask.level_set`) and
+``<subject>_forecast_t<t>y_<modality>.nii.gz``, the last scan plus the decoded change (:mod:`custom.forecast_mask.images`), both on the last observed scan's grid (its affine and
 shape).
 """
 
@@ -57,6 +57,8 @@ def forecast_subject(
     device: str | torch.device = "cpu",
     last_mask_file: str | None = None,
     save_masks: bool = True,
+    mask_method: str = "ranked",
+    mask_tie_break: str = "smooth",
 ) -> dict[str, Any]:
     """Forecast from the first ``n_observed`` scans to ``target_times`` (default: the remaining scan times, and +1 yr).
 
@@ -68,6 +70,7 @@ def forecast_subject(
 
     The forecast masks start from ``last_mask_file`` when given (a segmentation of the last observed scan on its
     grid), else from that scan's ``label``; without either no mask is written (``masks_note`` says so).
+    ``mask_method`` / ``mask_tie_break``: :func:`custom.forecast_mask.level_set.forecast_mask`.
     """
     import pandas as pd
     from monai.data import MetaTensor
@@ -187,7 +190,9 @@ def forecast_subject(
     masks, anchored, masks_note = [], [], None
     if as_bool(save_masks) and mask_file:
         first = last_scan["image"] if isinstance(last_scan["image"], (str, Path)) else last_scan["image"][0]
-        masks = write_forecast_masks(str(mask_file), str(first), target, v_pred, out, subject)
+        masks = write_forecast_masks(
+            str(mask_file), str(first), target, v_pred, out, subject, mask_method, mask_tie_break
+        )
     elif as_bool(save_masks):
         masks_note = f"scan {last_scan.get('case_id', n_obs - 1)} has no segmentation and no last_mask_file was given"
         logger.warning("no forecast masks: %s", masks_note)
@@ -239,10 +244,18 @@ def _time_name(subject: str, t: float) -> str:
 
 
 def write_forecast_masks(
-    mask_file: str, reference_image: str, target: np.ndarray, volumes_ml: np.ndarray, out: Path, subject: str
+    mask_file: str,
+    reference_image: str,
+    target: np.ndarray,
+    volumes_ml: np.ndarray,
+    out: Path,
+    subject: str,
+    method: str = "ranked",
+    tie_break: str = "smooth",
 ) -> list[str]:
-    """``<subject>_forecast_mask_t<t>y.nii.gz`` (uint8 0/1) at each target time: the level set of the tumour in
-    ``mask_file`` at the forecast volume, with the affine and shape of ``reference_image`` (the last observed scan,
+    """``<subject>_forecast_mask_t<t>y.nii.gz`` (uint8 0/1) at each target time: the tumour in ``mask_file`` grown
+    or shrunk along its signed distance to the forecast volume (``method``, ``tie_break``:
+    :func:`custom.forecast_mask.level_set.forecast_mask`), with the affine and shape of ``reference_image`` (the last observed scan,
     which the mask must share)."""
     import nibabel as nib
 
@@ -261,7 +274,7 @@ def write_forecast_masks(
     dist = signed_distance(last, spacing)
     written = []
     for t, v in zip(target, volumes_ml):
-        m = forecast_mask(last, float(v), spacing, dist).astype(np.uint8)
+        m = forecast_mask(last, float(v), spacing, dist, method, tie_break).astype(np.uint8)
         header = ref.header.copy()
         header.set_data_dtype(np.uint8)
         path = out / f"{_time_name(subject, float(t)).replace('_forecast_', '_forecast_mask_')}.nii.gz"
