@@ -127,3 +127,17 @@ def test_latent_ode_bundle_trains_and_evaluates_with_a_seg_volumes_file(tmp_path
     run(config_file=[str(configs / "train.json"), str(configs / "evaluate.json")], **common)
     forecasts = pd.read_csv(tmp_path / "run" / "eval_test" / "forecast_report" / "forecasts.csv")
     assert {"EBGompertz (segmented)", "LOCF (segmented)", "latent_ode_images_only"} <= set(forecasts["method"])
+
+
+def test_single_subject_forecast_reads_its_scans_from_the_csv(tmp_path) -> None:
+    """inference.json's lookup: the subject's scans in order, and a forecaster trained without a file refuses one."""
+    from custom.ode.forecast import _segmented_log_volumes
+
+    traj = _traj()
+    known = 1.0 + 0.01 * np.arange(len(traj["case_id"]))
+    path = str(_csv(traj, tmp_path / "seg_volumes.csv", known))
+    scans = [{"case_id": traj["case_id"][i]} for i in (6, 5)]
+    got = _segmented_log_volumes(path, _model(seg_volume_sd=0.1), scans, traj["subject_id"][5], "models")
+    np.testing.assert_allclose(got.numpy(), [[known[6], known[5]]], rtol=1e-6)
+    with pytest.raises(ValueError, match="trained without seg_volumes_file"):
+        _segmented_log_volumes(path, _model(), scans, traj["subject_id"][5], "models")

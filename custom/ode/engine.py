@@ -55,17 +55,9 @@ def run_forecast(
     seg = torch.as_tensor(use_segmentations, device=obs.device)
     seg = seg.unsqueeze(1) if seg.dim() == 1 else seg
     measured = obs & torch.isfinite(batch["logv_measured"]) & seg
-    extra = {"y_images": batch["logv_segmented"]} if "logv_segmented" in batch else {}
+    seg_v = batch.get("logv_segmented")  # tumour_seg's ln V (nan where none), used for the images-only scans
     pred = network.predict(
-        batch["z"],
-        batch["logv_measured"],
-        measured,
-        batch["t"],
-        batch["t"],
-        obs,
-        tgt,
-        with_latents=with_latents,
-        **extra,
+        batch["z"], batch["logv_measured"], measured, batch["t"], batch["t"], obs, tgt, with_latents, y_images=seg_v
     )
     return pred, obs, tgt
 

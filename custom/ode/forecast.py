@@ -59,6 +59,7 @@ def forecast_subject(
     save_masks: bool = True,
     mask_method: str = "ranked",
     mask_tie_break: str = "smooth",
+    seg_volumes_file: str | None = None,
 ) -> dict[str, Any]:
     """Forecast from the first ``n_observed`` scans to ``target_times`` (default: the remaining scan times, and +1 yr).
 
@@ -71,6 +72,8 @@ def forecast_subject(
     The forecast masks start from ``last_mask_file`` when given (a segmentation of the last observed scan on its
     grid), else from that scan's ``label``; without either no mask is written (``masks_note`` says so).
     ``mask_method`` / ``mask_tie_break``: :func:`custom.forecast_mask.level_set.forecast_mask`.
+    ``seg_volumes_file`` (the tumour_seg bundle's ``seg_volumes.csv``; only for a forecaster trained with one): scans
+    observed without their segmentation give their segmented ln V instead of the read-out.
     """
     import pandas as pd
     from monai.data import MetaTensor
@@ -116,8 +119,11 @@ def forecast_subject(
     t_tgt = torch.as_tensor(target - t0, dtype=torch.float32)[None]
     dense = torch.linspace(0.0, float(target.max() - t0), 60)[None]
     obs = (slice(None), slice(0, n_obs))
-    pred = model.predict(z_std[obs], logv[obs], measured[obs], t_all[obs], t_tgt)
-    dense_pred = model.predict(z_std[obs], logv[obs], measured[obs], t_all[obs], dense, with_latents=False)
+    seg = _segmented_log_volumes(seg_volumes_file, model, scans, subject, ode_dir)
+    pred = model.predict(z_std[obs], logv[obs], measured[obs], t_all[obs], t_tgt, y_images=seg[obs])
+    dense_pred = model.predict(
+        z_std[obs], logv[obs], measured[obs], t_all[obs], dense, with_latents=False, y_images=seg[obs]
+    )
     mean, sd = pred["mean_log_v"][0].double().numpy(), pred["sd_log_v"][0].double().numpy()
     v_pred, v_dense = np.exp(mean), torch.exp(dense_pred["mean_log_v"][0]).numpy()
     images_only = bool(pred["images_only"][0])
@@ -126,6 +132,8 @@ def forecast_subject(
         if not images_only and measured[0, n_obs - 1]
         else float(model.log_volume_readout(z_std[0, n_obs - 1]))
     )
+    if images_only and seg_volumes_file and np.isfinite(float(seg[0, n_obs - 1])):
+        y_last = float(seg[0, n_obs - 1])
     p15 = norm.sf((y_last + np.log(1.15) - mean) / sd)
     p40 = norm.sf((y_last + np.log(1.40) - mean) / sd)
     measured_ml = np.exp(logv[0].double().numpy())
@@ -332,3 +340,22 @@ def write_anchored_images(
             nib.save(nib.Nifti1Image(x_t[c].astype(np.float32), src.affine, header), str(path))
             written.append(str(path))
     return written
+
+
+def _segmented_log_volumes(
+    seg_volumes_file: str | None, model: Any, scans: list[dict[str, Any]], subject: str, ode_dir: str
+) -> torch.Tensor:
+    """[1, n scans] segmented ln V of ``scans`` from ``seg_volumes_file`` (all nan without a file)."""
+    if not seg_volumes_file:
+        return torch.full((1, len(scans)), float("nan"))
+    if getattr(model, "seg_volume_sd", None) is None:
+        raise ValueError(
+            f"the forecaster in {ode_dir} was trained without seg_volumes_file, so it has no noise sd for segmented "
+            "volumes; train latent_ode with --seg_volumes_file or leave it out here"
+        )
+    from custom.ode.seg_volumes import read_seg_log_volumes
+
+    cases = [str(s.get("case_id", "")) for s in scans]
+    return torch.as_tensor(read_seg_log_volumes(seg_volumes_file, cases, [subject] * len(cases)), dtype=torch.float32)[
+        None
+    ]
