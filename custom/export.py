@@ -79,7 +79,7 @@ def export_bundle(bundle: str, out: str, model: str | None = None, **overrides: 
     values = _trained_values(weights.parent / "model_config.json", overrides)
     encoder = _encoder_models(values)
     if encoder is not None:
-        values["encoder_bundle"] = f"{name}/encoder"
+        values["encoder_bundle"] = "$@bundle_root + '/encoder'"  # wherever the bundle is unpacked
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
 

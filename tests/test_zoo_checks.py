@@ -175,8 +175,6 @@ def test_bundle_properties(exported: dict, workflow_type: str, tiny_cohort: Path
 
     root = exported["root"]
     config = root / "configs" / ("train.json" if workflow_type == "train" else "inference.json")
-    # the exported configs name paths relative to the unzip folder; here they are given from the test's cwd
-    encoder = {"encoder_bundle": str(root / "encoder")} if exported["name"] == "latent_ode" else {}
     workflow = ConfigWorkflow(
         config_file=str(config),
         meta_file=str(root / "configs" / "metadata.json"),
@@ -188,7 +186,6 @@ def test_bundle_properties(exported: dict, workflow_type: str, tiny_cohort: Path
         cache="none",
         num_workers=1,
         device="$torch.device('cpu')",
-        **encoder,
     )
     workflow.initialize()
     assert workflow.check_properties() == []
@@ -260,7 +257,7 @@ def test_latent_ode_metadata_states_the_packed_layout_of_the_trained_sizes(expor
     assert meta["forecaster"]["z_dim"] == Z and meta["forecaster"]["hidden"] == HIDDEN
     assert "z_dim 128" not in meta["description"]
     cfg = json.loads((root / "configs" / "inference.json").read_text())
-    assert cfg["z_dim"] == Z and cfg["encoder_bundle"] == "latent_ode/encoder"
+    assert cfg["z_dim"] == Z and cfg["encoder_bundle"] == "$@bundle_root + '/encoder'"
     meta_file = str(root / "configs" / "metadata.json")
     proc = _monai(["verify_metadata", "--meta_file", meta_file, "--filepath", str(SCHEMA)], exported["where"], _env())
     assert "metadata is verified with no error" in proc.stdout + proc.stderr
