@@ -29,40 +29,44 @@ PYTHON="$PY" bash "$REPO/scripts/monailabel_env.sh" "$VENV" || exit $?
 step "environment ready"
 
 # --- 2. tiny trained bundles -----------------------------------------------------------------------------
+# MONAILABEL_IT_TRAINED (with MONAILABEL_IT_COHORT, the cohort they were trained on): folders
+# <dir>/{vae_baseline,dipvae,latent_ode} of trainings made as below (the test suite's shared ones); else train here
 BUNDLES=(vae_baseline dipvae)
-step "synthetic cohort (6 subjects x 3 scans, 7.5 mm)"
-(cd "$REPO" && "$PY" -c "from custom.synth.cohort import generate_cohort as g; \
-g('$WORK/synthetic', subjects=6, timepoints=3, seed=0, spacing=7.5, workers=1)" > "$WORK/cohort.log" 2>&1)
-for b in "${BUNDLES[@]}"; do
-    step "training $b (1 epoch, 32^3, z 16) and exporting it"
+COHORT="${MONAILABEL_IT_COHORT:-$WORK/synthetic}"
+TRAINED="${MONAILABEL_IT_TRAINED:-$WORK/trained}"
+if [[ -z "${MONAILABEL_IT_TRAINED:-}" ]]; then
+    step "synthetic cohort (6 subjects x 3 scans, 7.5 mm)"
+    (cd "$REPO" && "$PY" -c "from custom.synth.cohort import generate_cohort as g; \
+g('$COHORT', subjects=6, timepoints=3, seed=0, spacing=7.5, workers=1)" > "$WORK/cohort.log" 2>&1)
+    for b in "${BUNDLES[@]}"; do
+        step "training $b (1 epoch, 32^3, z 16)"
+        (cd "$REPO" && PYTHONPATH="$REPO" "$PY" -m monai.bundle run training \
+            --config_file "bundles/$b/configs/train.json" --dataset_dir "$COHORT" --datalist "$COHORT/datalist.json" \
+            --output_dir "$TRAINED/$b" --ckpt_dir "$TRAINED/$b/models" --epochs 1 --limit_cases 4 --val_interval 100 \
+            --cache none --spatial_size "[32,32,32]" --spacing 7.5 --num_workers 1 --amp false --batch_size 2 \
+            --z_dim 16 > "$WORK/train_$b.log" 2>&1) || { tail -n 20 "$WORK/train_$b.log"; exit 1; }
+    done
+    step "training latent_ode (2 epochs, hidden 8) on the tiny dipvae's latents"
     (cd "$REPO" && PYTHONPATH="$REPO" "$PY" -m monai.bundle run training \
-        --config_file "bundles/$b/configs/train.json" --dataset_dir "$WORK/synthetic" \
-        --datalist "$WORK/synthetic/datalist.json" --output_dir "$WORK/train_$b" --ckpt_dir "$WORK/train_$b/models" \
-        --epochs 1 --limit_cases 4 --val_interval 100 --cache none --spatial_size "[32,32,32]" --spacing 7.5 \
-        --num_workers 1 --amp false --batch_size 2 --z_dim 16 > "$WORK/train_$b.log" 2>&1) \
-        || { tail -n 20 "$WORK/train_$b.log"; exit 1; }
-    (cd "$REPO" && "$PY" -m custom export-bundle "bundles/$b" "$WORK/dist" --model "$WORK/train_$b/models/model.pt" \
+        --config_file bundles/latent_ode/configs/train.json --encoder_bundle "$TRAINED/dipvae" \
+        --dataset_dir "$COHORT" --output_dir "$TRAINED/latent_ode" --ckpt_dir "$TRAINED/latent_ode/models" \
+        --epochs 2 --hidden 8 --val_interval 1 --batch_size 4 --device cpu > "$WORK/train_latent_ode.log" 2>&1) \
+        || { tail -n 20 "$WORK/train_latent_ode.log"; exit 1; }
+fi
+for b in "${BUNDLES[@]}" latent_ode; do
+    step "exporting $b"
+    (cd "$REPO" && "$PY" -m custom export-bundle "bundles/$b" "$WORK/dist" --model "$TRAINED/$b/models/model.pt" \
         > "$WORK/export_$b.log" 2>&1) || { tail -n 20 "$WORK/export_$b.log"; exit 1; }
     (cd "$WORK/dist" && "$PY" -m zipfile -e "$b.zip" .)
 done
-step "training latent_ode (2 epochs, hidden 8) on the tiny dipvae's latents and exporting it"
-(cd "$REPO" && PYTHONPATH="$REPO" "$PY" -m monai.bundle run training \
-    --config_file bundles/latent_ode/configs/train.json --encoder_bundle "$WORK/train_dipvae" \
-    --dataset_dir "$WORK/synthetic" --output_dir "$WORK/train_latent_ode" --ckpt_dir "$WORK/train_latent_ode/models" \
-    --epochs 2 --hidden 8 --val_interval 1 --batch_size 4 --device cpu > "$WORK/train_latent_ode.log" 2>&1) \
-    || { tail -n 20 "$WORK/train_latent_ode.log"; exit 1; }
-(cd "$REPO" && "$PY" -m custom export-bundle bundles/latent_ode "$WORK/dist" \
-    --model "$WORK/train_latent_ode/models/model.pt" > "$WORK/export_latent_ode.log" 2>&1) \
-    || { tail -n 20 "$WORK/export_latent_ode.log"; exit 1; }
-(cd "$WORK/dist" && "$PY" -m zipfile -e latent_ode.zip .)
 
 # the test subject's scans side by side (MONAI Label's studies folder lists files), their times in times.csv
-"$PY" - "$WORK" <<'PYEOF'
+"$PY" - "$WORK" "$COHORT" <<'PYEOF'
 import csv, json, shutil, sys
 from pathlib import Path
 
-work = Path(sys.argv[1])
-cohort, studies = work / "synthetic", work / "studies"
+work, cohort = Path(sys.argv[1]), Path(sys.argv[2])
+studies = work / "studies"
 studies.mkdir(exist_ok=True)
 test = json.loads((cohort / "datalist.json").read_text())["test"]
 subject = test[0]["subject_id"]
