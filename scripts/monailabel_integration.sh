@@ -53,10 +53,15 @@ g('$COHORT', subjects=6, timepoints=3, seed=0, spacing=7.5, workers=1)" > "$WORK
         --epochs 2 --hidden 8 --val_interval 1 --batch_size 4 --device cpu > "$WORK/train_latent_ode.log" 2>&1) \
         || { tail -n 20 "$WORK/train_latent_ode.log"; exit 1; }
 fi
+# MONAILABEL_IT_ZIPS: a folder holding these trainings' exported <bundle>.zip (made as below); else export here
 for b in "${BUNDLES[@]}" latent_ode; do
-    step "exporting $b"
-    (cd "$REPO" && "$PY" -m custom export-bundle "bundles/$b" "$WORK/dist" --model "$TRAINED/$b/models/model.pt" \
-        > "$WORK/export_$b.log" 2>&1) || { tail -n 20 "$WORK/export_$b.log"; exit 1; }
+    if [[ -n "${MONAILABEL_IT_ZIPS:-}" ]]; then
+        mkdir -p "$WORK/dist" && cp "$MONAILABEL_IT_ZIPS/$b.zip" "$WORK/dist/"
+    else
+        step "exporting $b"
+        (cd "$REPO" && "$PY" -m custom export-bundle "bundles/$b" "$WORK/dist" --model "$TRAINED/$b/models/model.pt" \
+            > "$WORK/export_$b.log" 2>&1) || { tail -n 20 "$WORK/export_$b.log"; exit 1; }
+    fi
     (cd "$WORK/dist" && "$PY" -m zipfile -e "$b.zip" .)
 done
 

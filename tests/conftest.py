@@ -81,3 +81,25 @@ class TrainedBundles:
 def trained(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedBundles:
     """The session's :class:`TrainedBundles` (each bundle trained once, on first use)."""
     return TrainedBundles(tiny_cohort, tmp_path_factory.mktemp("trained"))
+
+
+class ExportedBundles:
+    """``python -m custom export-bundle``'s zips of the session's :class:`TrainedBundles`, each made once (no size
+    given: the export reads ``models/model_config.json`` written by training)."""
+
+    def __init__(self, trained: TrainedBundles, out: Path) -> None:
+        self.trained, self.out, self._done = trained, out, {}
+
+    def __call__(self, name: str) -> Path:
+        if name not in self._done:
+            from custom.export import export_bundle
+
+            weights = self.trained(name) / "models" / "model.pt"
+            self._done[name] = Path(export_bundle(str(REPO / "bundles" / name), str(self.out), model=str(weights)))
+        return self._done[name]
+
+
+@pytest.fixture(scope="session")
+def exports(trained: TrainedBundles, tmp_path_factory: pytest.TempPathFactory) -> ExportedBundles:
+    """The session's :class:`ExportedBundles` (zips in one folder, each made on first use)."""
+    return ExportedBundles(trained, tmp_path_factory.mktemp("dist"))

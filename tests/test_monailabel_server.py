@@ -3,8 +3,8 @@
 The script makes MONAI Label's light virtual environment (``scripts/monailabel_env.sh``: ``--system-site-packages``
 reusing this machine's torch and monai, monailabel without its dependency tree plus the packages its server
 imports; under a minute to build, then reused from ``$MONAILABEL_VENV``, default ``/tmp/monailabel-venv``),
-exports the session's tiny trained vae_baseline, dipvae (1 epoch at 32^3, z 16) and latent_ode (2 epochs on the
-dipvae's latents), starts the server on 127.0.0.1, posts one case to each of the five served models (the
+takes the session's tiny trained and exported vae_baseline, dipvae (1 epoch at 32^3, z 16) and latent_ode
+(2 epochs on the dipvae's latents), starts the server on 127.0.0.1, posts one case to each of the five served models (the
 forecast: that case's subject) and compares every answer with ``python -m monai.bundle run`` on the same input
 (shape and affine equal, values within 1e-4). When pip cannot install MONAI Label's pins on the machine (exit 3,
 before any of this package's code runs) the test is skipped with pip's message; every later failure fails it.
@@ -18,17 +18,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TrainedBundles
+from conftest import REPO, ExportedBundles
 
 MODELS = ["vae_baseline", "vae_baseline_encode", "dipvae", "dipvae_encode", "latent_ode", "latent_ode"]
 
 
 def test_every_served_model_answers_200_and_equals_monai_bundle_run(
-    tmp_path: Path, tiny_cohort: Path, trained: TrainedBundles
+    tmp_path: Path, tiny_cohort: Path, exports: ExportedBundles
 ) -> None:
-    root = trained("latent_ode").parent  # trains dipvae too; shared with test_zoo_checks.py / test_export.py
-    trained("vae_baseline")
-    env = dict(os.environ, MONAILABEL_IT_TRAINED=str(root), MONAILABEL_IT_COHORT=str(tiny_cohort))
+    # the session's trainings and zips, shared with test_zoo_checks.py / test_export.py
+    zips = {exports(name).parent for name in ("vae_baseline", "dipvae", "latent_ode")}
+    env = dict(os.environ, MONAILABEL_IT_TRAINED=str(exports.trained("dipvae").parent))
+    env.update(MONAILABEL_IT_COHORT=str(tiny_cohort), MONAILABEL_IT_ZIPS=str(zips.pop()))
     proc = subprocess.run(
         ["bash", str(REPO / "scripts" / "monailabel_integration.sh"), str(tmp_path / "work")],
         cwd=REPO,

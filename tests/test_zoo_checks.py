@@ -23,7 +23,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TrainedBundles
+from conftest import REPO, ExportedBundles, TrainedBundles
 
 SCHEMA = REPO / "tests" / "data" / "meta_schema_20240725.json"
 #: the bundles checked (each has a single-tensor network_def and a model_config.json)
@@ -51,16 +51,13 @@ def _monai(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
 
 
 @pytest.fixture(scope="module")
-def exported(request: pytest.FixtureRequest, trained: TrainedBundles, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from custom.export import export_bundle
-
+def exported(
+    request: pytest.FixtureRequest, exports: ExportedBundles, tmp_path_factory: pytest.TempPathFactory
+) -> dict:
     name = request.param
     tmp = tmp_path_factory.mktemp(f"zoo_{name}")
-    train = trained(name)
-    # no size given: export reads models/model_config.json written by training
-    zip_path = Path(
-        export_bundle(str(REPO / "bundles" / name), str(tmp / "dist"), model=str(train / "models" / "model.pt"))
-    )
+    zip_path = exports(name)  # shared with test_monailabel_server.py
+    train = exports.trained(name)
     where = tmp / "empty"
     where.mkdir()
     with zipfile.ZipFile(zip_path) as zf:
