@@ -340,3 +340,41 @@ def test_latent_ode_exported_forecast_in_an_empty_folder_equals_the_packed_netwo
         img = nib.load(path)
         assert img.shape == (*ref.shape, 4) and np.isfinite(img.get_fdata()).all()
         np.testing.assert_allclose(img.affine, ref.affine, atol=1e-4)
+
+
+@pytest.mark.parametrize("exported", ["latent_ode"], indirect=True)
+def test_latent_ode_forecast_from_a_studies_folder_of_4d_scans_equals_the_case_files(
+    exported: dict, tiny_cohort: Path, tmp_path: Path
+) -> None:
+    """What the MONAI Label task runs (custom.ode.studies + forecast_subject): a studies folder with one 4D NIfTI per
+    scan (channels stacked here with nibabel) forecasts what the same scans as per-modality files forecast."""
+    from custom.ode.forecast import forecast_subject
+    from custom.ode.studies import subject_scans_in_folder
+
+    items = json.loads((tiny_cohort / "datalist.json").read_text())["test"]
+    subject = items[0]["subject_id"]
+    files, four_d = tmp_path / "files", tmp_path / "four_d"
+    files.mkdir(), four_d.mkdir()
+    rows = ["subject_id,timepoint,time_years"]
+    for it in (it for it in items if it["subject_id"] == subject):
+        for rel in [*it["image"], it["label"]]:
+            (files / Path(rel).name).write_bytes((tiny_cohort / rel).read_bytes())
+        (four_d / Path(it["label"]).name).write_bytes((tiny_cohort / it["label"]).read_bytes())
+        channels = [nib.load(str(tiny_cohort / rel)) for rel in it["image"]]
+        stacked = np.stack([c.get_fdata(dtype=np.float32) for c in channels], -1)
+        nib.save(nib.Nifti1Image(stacked, channels[0].affine), str(four_d / f"{it['case_id']}.nii.gz"))
+        rows.append(f"{subject},{it['timepoint']},{it['time_years']}")
+    for folder in (files, four_d):
+        (folder / "times.csv").write_text("\n".join(rows) + "\n")
+    root = exported["root"]
+    results = []
+    for folder, first in ((files, f"{items[0]['case_id']}-t2f.nii.gz"), (four_d, f"{items[0]['case_id']}.nii.gz")):
+        scans = subject_scans_in_folder(str(folder / first))
+        assert len(scans) == 3 and all("label" in s for s in scans)
+        results.append(forecast_subject(str(root / "encoder"), str(root / "models"), str(folder / "out"), scans=scans))
+    np.testing.assert_allclose(results[0]["forecast_volume_ml"], results[1]["forecast_volume_ml"], rtol=1e-5)
+    for a, b in zip(results[0]["images"], results[1]["images"]):
+        ia, ib = nib.load(a), nib.load(b)
+        assert ia.shape == ib.shape
+        np.testing.assert_allclose(ia.affine, ib.affine, atol=1e-5)
+        np.testing.assert_allclose(ia.get_fdata(), ib.get_fdata(), atol=1e-4)
