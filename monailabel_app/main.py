@@ -72,8 +72,8 @@ def bundle_parser(path: str) -> ConfigParser:
 
 
 class BundleTask(BasicInferTask):
-    """A bundle's ``preprocessing``, ``network_def`` (or ``network_id``), ``inferer`` and ``postprocessing`` (its
-    ``SaveImaged`` left out: the task writes the answer), weights ``models/model.pt`` loaded strictly."""
+    """A bundle's ``preprocessing``, ``network_def`` (or the ``network`` given), ``inferer`` and ``postprocessing``
+    (its ``SaveImaged`` left out: the task writes the answer), weights ``models/model.pt`` loaded strictly."""
 
     def __init__(self, path: str, conf: Dict[str, str], description: str, network: Any = None) -> None:
         self.bundle_path = path
