@@ -10,6 +10,8 @@ Layout of ``<out>/<name>.zip``::
     <name>/docs/README.md, small figures     (no run history: docs/runs/, *.npz and files over 1 MB stay out)
     <name>/LICENSE
     <name>/custom/...                        (this package: the code the configs' "_target_" names need)
+    <name>/encoder/models/...                (latent_ode only: the encoder bundle's weights and sizes that the
+                                              forecaster was trained on, from model_config.json's encoder_bundle)
 
 The trained sizes come from ``model_config.json`` beside the weights (written by training); explicit overrides
 must agree with it. Why the code is inside the bundle: MONAI's ``ConfigWorkflow.run`` puts the bundle root
@@ -75,12 +77,18 @@ def export_bundle(bundle: str, out: str, model: str | None = None, **overrides: 
     if not weights.is_file():
         raise FileNotFoundError(f"no trained weights at {weights}: train the bundle first or pass --model")
     values = _trained_values(weights.parent / "model_config.json", overrides)
+    encoder = _encoder_models(values)
+    if encoder is not None:
+        values["encoder_bundle"] = "$@bundle_root + '/encoder'"  # wherever the bundle is unpacked
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / name
         shutil.copytree(configs, root / "configs", ignore=_IGNORE)
+        if encoder is not None:
+            _copy_models(encoder, root / "encoder" / "models")
+            values.update(_forecast_sizes(configs / "inference.json"))
         _rewrite_configs(root / "configs", name, values)
         (root / "models").mkdir()
         shutil.copy2(weights, root / "models" / "model.pt")
@@ -115,6 +123,36 @@ def _trained_values(model_config: Path, overrides: dict[str, Any]) -> dict[str, 
 
     values = {**recorded, **network_kwargs(recorded), **overrides}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def _encoder_models(values: dict[str, Any]) -> Path | None:
+    """The ``models`` folder of the encoder a forecaster was trained on (``encoder_bundle`` in its model_config),
+    or None for a bundle without one; a recorded encoder without weights is an error."""
+    recorded = values.get("encoder_bundle")
+    if not recorded:
+        return None
+    for base in (Path.cwd(), _PACKAGE.parent):
+        models = (base / str(recorded)).resolve() / "models"
+        if (models / "model.pt").is_file():
+            return models
+    raise FileNotFoundError(
+        f"model_config.json names the encoder bundle {recorded!r}, but {recorded}/models/model.pt does not exist: "
+        "export from the folder the forecaster was trained in"
+    )
+
+
+def _copy_models(models: Path, dest: Path) -> None:
+    """The weights and the records needed to rebuild them (model_config.json, latent_partition.json)."""
+    dest.mkdir(parents=True)
+    for extra in ("model.pt", "model_config.json", "latent_partition.json"):
+        if (models / extra).is_file():
+            shutil.copy2(models / extra, dest / extra)
+
+
+def _forecast_sizes(inference: Path) -> dict[str, int]:
+    """``n_observed`` / ``n_targets`` of a forecasting inference config (the packed network's layout)."""
+    cfg = json.loads(inference.read_text())
+    return {k: int(cfg[k]) for k in ("n_observed", "n_targets") if isinstance(cfg.get(k), int)}
 
 
 def _rewrite_configs(folder: Path, name: str, values: dict[str, Any]) -> None:
@@ -158,6 +196,16 @@ def _update_metadata(meta: dict[str, Any], values: dict[str, Any]) -> None:
                 meta[field] = re.sub(r"\b\d+(\.\d+)? mm isotropic", f"{values['spacing']:g} mm isotropic", meta[field])
     if "partition" in values and isinstance(meta.get("latent"), dict):
         meta["latent"]["partition"] = values["partition"]
+    if fmt.get("inputs", {}).get("image", {}).get("format") == "packed" and "z_dim" in values:
+        from custom.ode.packed import packed_data_format
+
+        sizes = {k: int(values.get(k, meta.get("forecaster", {}).get(k, 1))) for k in ("n_observed", "n_targets")}
+        meta["network_data_format"] = packed_data_format(int(values["z_dim"]), **sizes)
+        meta["forecaster"] = {
+            "z_dim": int(values["z_dim"]),
+            **sizes,
+            **{k: values[k] for k in ("hidden", "vol_index", "grid_size", "method", "step_size") if k in values},
+        }
 
 
 def _copy_docs(src: Path, root: Path) -> None:
@@ -227,7 +275,9 @@ def trace_network(root: Path, net_id: str = "network_def") -> Path:
     net.load_state_dict(torch.load(models / "model.pt", map_location="cpu", weights_only=True))
     net.eval()
     traced = torch.jit.load(str(ts_path), map_location="cpu")
-    probe = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    packed = len(shape) == 2  # a packed series (times, flags, latents): uniform [0, 1) keeps it well posed
+    probe = torch.rand(shape, generator=gen) if packed else torch.randn(shape, generator=gen)
     with torch.no_grad():
         if not torch.allclose(traced(probe), net(probe), atol=1e-5):
             raise RuntimeError(f"traced {ts_path} output differs from the eager {net_id}: export aborted")

@@ -3,9 +3,12 @@
 Usage::
 
     python scripts/monailabel_compare.py RECON_FROM_SERVER RECON_FROM_BUNDLE ENCODE_JSON LATENTS_JSON [--atol 1e-4]
+    python scripts/monailabel_compare.py --forecast IMAGE_FROM_SERVER IMAGE_FROM_BUNDLE SERVER_JSON FORECAST_JSON
 
 The reconstruction must have the same shape and affine (``atol`` 1e-5 on the affine) and voxel values within
 ``atol``; the encoding's ``mu`` and ``logvar`` must equal the bundle's ``<case>_latents.json`` within ``atol``.
+With ``--forecast``: the decoded forecast image likewise, and the forecast's target times, ln of the forecast
+volumes and their predictive sd of ln V equal those of the bundle's ``<subject>_forecast.json`` within ``atol``.
 Prints one line with the maximum absolute differences; exits 1 when a check fails.
 """
 
@@ -42,13 +45,33 @@ def compare(server_nii: str, bundle_nii: str, encode_json: str, latents_json: st
     return failures
 
 
+def compare_forecast(server_nii: str, bundle_nii: str, server_json: str, bundle_json: str, atol: float) -> list[str]:
+    """The failed checks of a served forecast against ``monai.bundle run``'s; prints the differences."""
+    served, ref = nib.load(server_nii), nib.load(bundle_nii)
+    if served.shape != ref.shape:
+        return [f"forecast image shape {served.shape} from the server, {ref.shape} from monai.bundle run"]
+    ours, theirs = json.loads(open(server_json).read()), json.loads(open(bundle_json).read())
+    diffs = {
+        "affine": float(np.abs(served.affine - ref.affine).max()),
+        "forecast image": float(np.abs(served.get_fdata() - ref.get_fdata()).max()),
+        "target times": float(np.abs(np.subtract(ours["target_times"], theirs["target_times"])).max()),
+        "forecast ln V": float(np.abs(np.log(ours["forecast_volume_ml"]) - np.log(theirs["forecast_volume_ml"])).max()),
+        "forecast sd": float(np.abs(np.subtract(ours["forecast_sd_log"], theirs["forecast_sd_log"])).max()),
+    }
+    print(f"shape {served.shape}; " + "; ".join(f"max |{k} diff| {v:.2e}" for k, v in diffs.items()))
+    limits = {"affine": 1e-5}
+    return [f"{k} differs by {v} > {limits.get(k, atol)}" for k, v in diffs.items() if not v <= limits.get(k, atol)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ("server_nii", "bundle_nii", "encode_json", "latents_json"):
         parser.add_argument(name)
     parser.add_argument("--atol", type=float, default=1e-4)
+    parser.add_argument("--forecast", action="store_true", help="compare a forecast (image, forecast JSON)")
     args = parser.parse_args()
-    failures = compare(args.server_nii, args.bundle_nii, args.encode_json, args.latents_json, args.atol)
+    check = compare_forecast if args.forecast else compare
+    failures = check(args.server_nii, args.bundle_nii, args.encode_json, args.latents_json, args.atol)
     for failure in failures:
         print(f"FAIL: {failure}", file=sys.stderr)
     return 1 if failures else 0

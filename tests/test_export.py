@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY, run_bundle
+from conftest import REPO, TrainedBundles, run_bundle
 
 BUNDLE = REPO / "bundles" / "vae_baseline"
 NAME = BUNDLE.name
@@ -33,34 +33,11 @@ def _clean_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def exported(tiny_cohort: Path, trained: TrainedBundles, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from custom.export import export_bundle
 
     tmp = tmp_path_factory.mktemp("export")
-    train = tmp / "train"
-    run_bundle(
-        "run",
-        "training",
-        "--config_file",
-        str(BUNDLE / "configs" / "train.json"),
-        "--dataset_dir",
-        str(tiny_cohort),
-        "--datalist",
-        str(tiny_cohort / "datalist.json"),
-        "--output_dir",
-        str(train),
-        "--ckpt_dir",
-        str(train / "models"),
-        "--epochs",
-        "1",
-        "--limit_cases",
-        "4",
-        "--val_interval",
-        "100",
-        "--cache",
-        "none",
-        *TINY,
-    )
+    train = trained(NAME)  # shared with test_zoo_checks.py: trained once per session
     in_repo = tmp / "in_repo"
     run_bundle(
         "run",
