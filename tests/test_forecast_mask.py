@@ -221,3 +221,30 @@ def test_mask_report_states_growers_rvd_interval_and_mean_volume_gap(tmp_path) -
     assert "dice 0.150 [" in line and "abs_rvd -0.300 [-0.300, -0.300]" in line and "rvd 0.300 [0.300, 0.300]" in line
     assert "mean volume gap all 0.025, growers 0.010" in line
     assert "exact volume" in text
+
+
+def test_mask_headline_scores_the_last_held_out_scan(tmp_path) -> None:
+    import pandas as pd
+
+    from custom.forecast_mask.score import summarise, write_mask_report
+
+    # two growers, two target scans each; only the last scans differ from copy-last: Dice +0.2 and +0.1, so the
+    # last-scan growers' mean difference is 0.150 by hand, while all target scans average (0 + 0.2 + 0 + 0.1) / 4
+    rows = []
+    for sid, last_gain in (("a", 0.2), ("b", 0.1)):
+        for t, is_last in ((1.5, False), (2.0, True)):
+            gain = last_gain if is_last else 0.0
+            row = {"method": "latent_ode_hybrid", "mask_method": "ranked", "k_obs": 2, "subject_id": sid}
+            row |= {"growth_class": "grower", "t_last_obs": 1.0, "time_years": t, "is_last": is_last}
+            row |= {"volume_ml": 2.0, "last_obs_volume_ml": 1.0, "mask_volume_fidelity": 0.0}
+            for name, d in (("forecast", 0.7 + gain), ("copy_last", 0.7), ("oracle_volume", 0.9)):
+                row |= {f"{name}_dice": d, f"{name}_rvd": -0.2, f"{name}_abs_rvd": 0.2}
+                row |= {f"{name}_hd95_mm": 1.0, f"{name}_centroid_err_mm": 1.0}
+            rows.append(row)
+    scores = pd.DataFrame(rows)
+    summary = summarise(scores, n_boot=100)
+    dice = summary[(summary["stratum"] == "growers") & (summary["metric"] == "dice")].set_index("scans")
+    assert dice.loc["last", "diff"] == pytest.approx(0.15) and dice.loc["all", "diff"] == pytest.approx(0.075)
+    assert dice.loc["last", "n_scans"] == 2 and dice.loc["all", "n_scans"] == 4
+    text = Path(write_mask_report(scores, summary, tmp_path)["report"]).read_text()
+    assert "- latent_ode_hybrid, k = 2: growers (last held-out scan) forecast - copy_last dice 0.150 [" in text

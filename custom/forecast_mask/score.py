@@ -23,6 +23,7 @@ are counted in ``n_skipped_geometry`` and listed in the log, not scored.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -204,22 +205,27 @@ def _strata(scores: pd.DataFrame) -> dict[str, pd.Series]:
 
 
 def summarise(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per (method, k, stratum, metric): n subjects, n scans, the mean of each mask/image method and the paired
-    difference forecast - copy_last with its subject-bootstrap 95 % interval (module docstring)."""
+    """Per (method, k, scans, stratum, metric): n subjects, n scans, the mean of each mask/image method and the paired
+    difference forecast - copy_last with its subject-bootstrap 95 % interval (module docstring). ``scans`` is
+    ``all`` (every held-out target scan) and, where ``is_last`` marks them, ``last`` (each subject's last scan)."""
     from custom.forecast.bootstrap import boot_mean, percentile_ci, resample_counts
 
     rng = np.random.default_rng(seed)
     rows = []
     for (method, k), g in scores.groupby(["method", "k_obs"], sort=False):
-        for stratum, sel in _strata(g).items():
-            s = g[sel]
+        strata = _strata(g)
+        subsets = {"all": pd.Series(True, index=g.index)}
+        if "is_last" in g:
+            subsets["last"] = g["is_last"].astype(bool)
+        for (scans, on), (stratum, sel) in itertools.product(subsets.items(), strata.items()):
+            s = g[sel & on]
             if s.empty:
                 continue
             subj, index = np.unique(s["subject_id"].to_numpy(), return_inverse=True)
             counts = resample_counts(len(subj), n_boot, rng)
             metrics = [*MASK_METRICS, "rvd"] + [m for m in IMAGE_METRICS if f"forecast_{m}" in s]
             for metric in [*metrics, "mask_volume_fidelity"]:
-                row = {"method": method, "k_obs": int(k), "stratum": stratum, "metric": metric}
+                row = {"method": method, "k_obs": int(k), "scans": scans, "stratum": stratum, "metric": metric}
                 row |= {"n_subjects": len(subj), "n_scans": len(s)}
                 if metric == "mask_volume_fidelity":
                     rows.append(row | {"forecast": float(s[metric].mean())})
@@ -243,6 +249,8 @@ def headline(summary: pd.DataFrame, stratum: str = "growers") -> list[str]:
     mean volume gap (all target scans and ``stratum``)."""
     lines = []
     for (method, k), g in summary.groupby(["method", "k_obs"], sort=False):
+        scans = "last" if (g["scans"] == "last").any() else "all"
+        g = g[g["scans"] == scans]
         pick = lambda st, m: g[(g["stratum"] == st) & (g["metric"] == m)]  # noqa: E731
         parts = []
         for metric in ("dice", "abs_rvd", "rvd"):
@@ -254,7 +262,8 @@ def headline(summary: pd.DataFrame, stratum: str = "growers") -> list[str]:
                 if len(pick(st, "mask_volume_fidelity"))]  # fmt: skip
         if parts or gaps:
             lines.append(
-                f"- {method}, k = {k}: {stratum} forecast - copy_last {'; '.join(parts)}; "
+                f"- {method}, k = {k}: {stratum} ({'last held-out scan' if scans == 'last' else 'all target scans'}) "
+                f"forecast - copy_last {'; '.join(parts)}; "
                 f"mean volume gap {', '.join(gaps)}"
             )
     return lines
@@ -291,8 +300,8 @@ def write_mask_report(scores: pd.DataFrame, summary: pd.DataFrame, out_dir: str 
         "",
         *headline(summary),
         "",
-        "| mode | k | stratum | n subj | metric | forecast | copy_last | oracle_volume | diff [95 % CI] |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| mode | k | scans | stratum | n subj | metric | forecast | copy_last | oracle_volume | diff [95 % CI] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary.to_dict(orient="records"):
         ci = (
@@ -301,7 +310,7 @@ def write_mask_report(scores: pd.DataFrame, summary: pd.DataFrame, out_dir: str 
             else ""
         )
         lines.append(
-            f"| {r['method']} | {r['k_obs']} | {r['stratum']} | {r['n_subjects']} | {r['metric']} | "
+            f"| {r['method']} | {r['k_obs']} | {r['scans']} | {r['stratum']} | {r['n_subjects']} | {r['metric']} | "
             f"{_fmt(r.get('forecast'))} | {_fmt(r.get('copy_last'))} | {_fmt(r.get('oracle_volume'))} | {ci} |"
         )
     (out / "mask_report.md").write_text("\n".join(lines) + "\n")
