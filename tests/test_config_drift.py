@@ -8,6 +8,7 @@ the list of intended differences must be byte-identical.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -119,11 +120,12 @@ def test_every_listed_difference_still_exists() -> None:
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
-def test_evaluate_layer_parses_with_monai(bundle: str) -> None:
+def test_evaluate_layer_parses_with_monai(bundle: str, tiny_cohort: Path) -> None:
     """evaluate.json writes the two encoding passes once (``encode_pass``) and both resolve to their own split."""
     cfg = CONFIGS / bundle / "configs"
     parser = ConfigParser()
     parser.read_config([str(cfg / "train.json"), str(cfg / "evaluate.json")])
+    parser["dataset_dir"] = str(tiny_cohort)  # an existing cohort: the default folder would be generated first
     parser.parse()
     dataset = parser.get_parsed_content("encode_pass#dataset")
     assert dataset.func.__name__ == "make_dataset" and "split" not in dataset.keywords
