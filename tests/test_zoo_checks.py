@@ -199,16 +199,8 @@ def test_exported_bundle_runs_inference_in_an_empty_folder(exported: dict, tiny_
     datalist = where / "one_case.json"
     datalist.write_text(json.dumps({"test": [{"case_id": item["case_id"], "image": case}]}))
     out = where / f"out_{n}"
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"{n}/configs/inference.json"]
-        + ["--datalist", str(datalist), "--output_dir", str(out)],
-        cwd=where,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    _monai(["run", "--config_file", f"{n}/configs/inference.json", "--datalist", str(datalist)]
+           + ["--output_dir", str(out)], where, _env())  # fmt: skip
     (recon,) = out.glob("*recon.nii.gz")
     ref, img = nib.load(case[0]), nib.load(str(recon))
     assert img.shape == (*ref.shape, 4)
@@ -303,17 +295,8 @@ def test_latent_ode_exported_forecast_in_an_empty_folder_equals_the_packed_netwo
     subject = items[0]["subject_id"]
     scans = sorted((it for it in items if it["subject_id"] == subject), key=lambda it: it["time_years"])
     out = where / "out_latent_ode"
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "latent_ode/configs/inference.json"]
-        + ["--datalist", str(tiny_cohort / "datalist.json"), "--dataset_dir", str(tiny_cohort)]
-        + ["--subject", subject, "--output_dir", str(out)],
-        cwd=where,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    _monai(["run", "--config_file", "latent_ode/configs/inference.json", "--datalist", str(tiny_cohort / "datalist.json")]
+           + ["--dataset_dir", str(tiny_cohort), "--subject", subject, "--output_dir", str(out)], where, _env())  # fmt: skip
     result = json.loads((out / f"{subject}_forecast.json").read_text())
     assert result["target_times"][0] == pytest.approx(scans[2]["time_years"])
 
