@@ -36,9 +36,10 @@ from custom.constants import TUMOUR_LABELS
 
 
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:
-    """Voxel sizes (mm) of a voxel-to-world ``affine``: the norms of its first three columns."""
-    a = np.asarray(affine, dtype=np.float64)
-    return np.sqrt((a[:3, :3] ** 2).sum(axis=0))
+    """Voxel sizes (mm) of a voxel-to-world ``affine``: the norms of its first three columns (nibabel's)."""
+    from nibabel.affines import voxel_sizes as nib_voxel_sizes
+
+    return np.asarray(nib_voxel_sizes(np.asarray(affine, dtype=np.float64)), dtype=np.float64)
 
 
 def tumour_mask(seg: np.ndarray, labels: Sequence[int] = TUMOUR_LABELS) -> np.ndarray:
